@@ -1,0 +1,54 @@
+//! # sunfish-core
+//!
+//! The Redfish fabric-manager core shared by `sunfish-server` and `sunfish-agent`: the resource
+//! model, the four plugin kinds and their link-time registries, and the [`Core`] API.
+//! No HTTP, no configuration files: front ends translate those into calls here.
+//!
+//! Layout:
+//! - [`path`]: [`ResourcePath`], the only way a request path reaches storage (escape-proof).
+//! - [`resource`]: [`Resource`] (JSON + revision), type and collection rules, PATCH merge, links.
+//! - [`error`]: [`Error`] per request (each variant names its HTTP status), [`StartupError`].
+//! - [`storage`]: the [`StorageBackend`] trait; [`tree`]: its semantics over an in-memory map,
+//!   shared by the memory and fs backends; [`layout`]: the reference's `index.json` layout.
+//! - [`event`]: envelopes and [`EventHandler`]; [`object`]: [`ObjectHandler`] and [`WriteOp`];
+//!   [`forward`]: [`AgentForwarder`].
+//! - [`registry`]: listing and looking up registrations; the `register_*!` macros.
+//! - [`core`]: [`Core`], which runs a request through handlers, forwarder and storage.
+//! - `test_util` (feature `test-util`): the storage contract suite every backend runs.
+
+pub mod core;
+pub mod error;
+pub mod event;
+pub mod forward;
+pub mod layout;
+pub mod object;
+pub mod path;
+pub mod registry;
+pub mod resource;
+pub mod storage;
+pub mod tree;
+
+#[cfg(feature = "test-util")]
+pub mod test_util;
+
+use std::future::Future;
+use std::pin::Pin;
+
+pub use crate::core::{Core, CoreBuilder, PluginSelection};
+pub use error::{Error, Result, StartupError};
+pub use event::{EventEnvelope, EventHandler, EventHandlerRegistration, EventRecord};
+pub use forward::{AgentForwarder, AgentForwarderRegistration, Forwarded};
+pub use object::{ObjectHandler, ObjectHandlerRegistration, Operation, WriteOp};
+pub use path::{ResourcePath, REDFISH_ROOT};
+pub use registry::{PluginInfo, PluginOptions, Registration};
+pub use resource::{link, merge_patch, Resource};
+pub use storage::{StorageBackend, StorageBackendRegistration};
+
+/// A boxed, sendable future (what registration `build` functions return).
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Re-exports for the `register_*!` macros, so plugin crates need not depend on `inventory`.
+#[doc(hidden)]
+pub mod __private {
+    pub use inventory;
+}

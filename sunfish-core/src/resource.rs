@@ -1,0 +1,286 @@
+//! The Redfish resource model: a stored JSON object with a revision, and the few rules the
+//! service applies to every resource (type from `@odata.type`, what a collection is, how PATCH
+//! merges, how links are found).
+
+use std::sync::{Arc, OnceLock};
+
+use bytes::Bytes;
+use serde_json::{Map, Value};
+
+use crate::{Error, ResourcePath, Result};
+
+/// One stored resource: its JSON and the revision the backend gave it. Cheap to clone (shared);
+/// the serialized form is computed once per revision and shared by every response that sends it.
+#[derive(Clone)]
+pub struct Resource {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    value: Value,
+    revision: u64,
+    json: OnceLock<Bytes>,
+}
+
+impl Resource {
+    /// Wraps a value stored at `revision`. Backends create these; revisions only grow.
+    pub fn new(value: Value, revision: u64) -> Self {
+        Resource { inner: Arc::new(Inner { value, revision, json: OnceLock::new() }) }
+    }
+
+    /// The resource's JSON.
+    pub fn value(&self) -> &Value {
+        &self.inner.value
+    }
+
+    /// The storage revision; changes on every write of this resource (also a collection's on
+    /// each member change), never repeats for a path within one store's life.
+    pub fn revision(&self) -> u64 {
+        self.inner.revision
+    }
+
+    /// The strong ETag derived from the revision (`"1a2b"`, with quotes).
+    pub fn etag(&self) -> String {
+        format!("\"{:x}\"", self.inner.revision)
+    }
+
+    /// The compact JSON body, serialized once and cached.
+    pub fn to_bytes(&self) -> Bytes {
+        self.inner
+            .json
+            .get_or_init(|| Bytes::from(serde_json::to_vec(&self.inner.value).unwrap_or_default()))
+            .clone()
+    }
+
+    /// The resource's type name (see [`type_name`]).
+    pub fn type_name(&self) -> Option<&str> {
+        type_name(&self.inner.value)
+    }
+
+    /// Whether the resource is a collection (see [`is_collection`]).
+    pub fn is_collection(&self) -> bool {
+        is_collection(&self.inner.value)
+    }
+}
+
+impl std::fmt::Debug for Resource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Resource")
+            .field("revision", &self.inner.revision)
+            .field("value", &self.inner.value)
+            .finish()
+    }
+}
+
+/// The type name from `@odata.type`: the text before the first dot, `#` removed
+/// (`#ComputerSystem.v1_20_0.ComputerSystem` → `ComputerSystem`).
+pub fn type_name(value: &Value) -> Option<&str> {
+    let t = value.get("@odata.type")?.as_str()?;
+    let t = t.strip_prefix('#').unwrap_or(t);
+    let name = t.split('.').next()?;
+    (!name.is_empty()).then_some(name)
+}
+
+/// Whether a value is a Redfish collection: its type name ends in `Collection`
+/// (`ComputerSystemCollection`). The reference's "contains Collection" would also call
+/// `CollectionCapabilities` a collection; we do not.
+pub fn is_collection(value: &Value) -> bool {
+    type_name(value).is_some_and(|t| t.ends_with("Collection") && t.len() > "Collection".len())
+}
+
+/// The collection resource created when a member of type `member_type` is POSTed into a
+/// collection that does not exist yet: `#<T>Collection.<T>Collection`, named, empty.
+pub fn collection_template(path: &ResourcePath, member_type: &str) -> Value {
+    let mut m = Map::new();
+    m.insert("@odata.id".into(), Value::String(path.to_string()));
+    m.insert(
+        "@odata.type".into(),
+        Value::String(format!("#{member_type}Collection.{member_type}Collection")),
+    );
+    m.insert("Name".into(), Value::String(format!("{member_type} Collection")));
+    m.insert("Members".into(), Value::Array(Vec::new()));
+    m.insert("Members@odata.count".into(), Value::from(0));
+    Value::Object(m)
+}
+
+/// A `{"@odata.id": path}` link object.
+pub fn link(path: &str) -> Value {
+    let mut m = Map::new();
+    m.insert("@odata.id".into(), Value::String(path.to_string()));
+    Value::Object(m)
+}
+
+/// Merges a PATCH delta into `target`: objects merge key by key, recursively (so
+/// `{"Status":{"State":"Disabled"}}` keeps `Status.Health`); arrays and scalars replace; `null`
+/// is stored as `null` (Redfish clears a property by setting it to null).
+pub fn merge_patch(target: &mut Value, delta: &Value) {
+    match (target, delta) {
+        (Value::Object(t), Value::Object(d)) => {
+            for (k, v) in d {
+                match t.get_mut(k) {
+                    Some(existing) if existing.is_object() && v.is_object() => {
+                        merge_patch(existing, v)
+                    }
+                    _ => {
+                        t.insert(k.clone(), v.clone());
+                    }
+                }
+            }
+        }
+        (t, d) => *t = d.clone(),
+    }
+}
+
+/// The properties no client may change: identity and type.
+pub const IMMUTABLE_PROPERTIES: [&str; 3] = ["@odata.id", "@odata.type", "Id"];
+
+/// Refuses a write that would change `@odata.id`, `@odata.type` or `Id` of `current`. Equal
+/// values are accepted, since reference agents echo them in PATCH bodies.
+///
+/// # Errors
+/// [`Error::PropertyNotWritable`] naming the first changed property.
+pub fn check_immutable(current: &Value, incoming: &Value) -> Result<()> {
+    for prop in IMMUTABLE_PROPERTIES {
+        if let Some(new) = incoming.get(prop) {
+            if current.get(prop) != Some(new) {
+                return Err(Error::PropertyNotWritable { property: prop.to_string() });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Removes every link to `gone` (or below it) from `value`, wherever it appears: array entries
+/// (`{"@odata.id": ..}` objects or plain strings) and single-valued link objects, whose property
+/// is removed. `X@odata.count` next to a pruned array `X` is corrected. Returns whether
+/// anything changed.
+pub fn remove_links(value: &mut Value, gone: &ResourcePath) -> bool {
+    let points_at_gone = |v: &Value| -> bool {
+        let target = match v {
+            Value::String(s) => Some(s.as_str()),
+            Value::Object(o) if o.len() == 1 => o.get("@odata.id").and_then(Value::as_str),
+            _ => None,
+        };
+        target
+            .and_then(|t| ResourcePath::parse_link(t).ok())
+            .is_some_and(|p| p.is_within(gone))
+    };
+    fn walk(v: &mut Value, f: &dyn Fn(&Value) -> bool, top: bool) -> bool {
+        let mut changed = false;
+        match v {
+            Value::Object(map) => {
+                let mut drop_keys = Vec::new();
+                let mut recount = Vec::new();
+                for (k, child) in map.iter_mut() {
+                    if top && k == "@odata.id" {
+                        continue;
+                    }
+                    match child {
+                        Value::Array(items) => {
+                            let before = items.len();
+                            items.retain(|i| !f(i));
+                            if items.len() != before {
+                                changed = true;
+                                recount.push((format!("{k}@odata.count"), items.len()));
+                            }
+                            for i in items.iter_mut() {
+                                changed |= walk(i, f, false);
+                            }
+                        }
+                        Value::Object(_) if f(child) => drop_keys.push(k.clone()),
+                        Value::Object(_) => changed |= walk(child, f, false),
+                        _ => {}
+                    }
+                }
+                for k in drop_keys {
+                    map.remove(&k);
+                    changed = true;
+                }
+                for (k, n) in recount {
+                    if map.contains_key(&k) {
+                        map.insert(k, Value::from(n));
+                    }
+                }
+            }
+            Value::Array(items) => {
+                for i in items.iter_mut() {
+                    changed |= walk(i, f, false);
+                }
+            }
+            _ => {}
+        }
+        changed
+    }
+    walk(value, &points_at_gone, true)
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    /// The type rule and the collection rule.
+    #[test]
+    fn types() {
+        let v = json!({"@odata.type": "#ComputerSystem.v1_20_0.ComputerSystem"});
+        assert_eq!(type_name(&v), Some("ComputerSystem"));
+        assert!(!is_collection(&v));
+        assert!(is_collection(&json!({"@odata.type": "#ComputerSystemCollection.ComputerSystemCollection"})));
+        assert!(!is_collection(&json!({"@odata.type": "#Collection.Collection"})));
+        assert_eq!(type_name(&json!({})), None);
+    }
+
+    /// PATCH merges nested objects and replaces arrays.
+    #[test]
+    fn merge() {
+        let mut t = json!({"Status": {"State": "Enabled", "Health": "OK"}, "A": [1, 2], "B": 1});
+        merge_patch(&mut t, &json!({"Status": {"State": "Disabled"}, "A": [3], "C": null}));
+        assert_eq!(
+            t,
+            json!({"Status": {"State": "Disabled", "Health": "OK"}, "A": [3], "B": 1, "C": null})
+        );
+    }
+
+    /// Links to a deleted subtree disappear everywhere, counts follow, other links stay.
+    #[test]
+    fn link_removal() {
+        let gone = ResourcePath::parse("/redfish/v1/Systems/1").unwrap();
+        let mut v = json!({
+            "@odata.id": "/redfish/v1/Chassis/1",
+            "Links": {
+                "ComputerSystems": [{"@odata.id": "/redfish/v1/Systems/1"}, {"@odata.id": "/redfish/v1/Systems/10"}],
+                "ComputerSystems@odata.count": 2,
+                "ManagedBy": {"@odata.id": "/redfish/v1/Systems/1/Bios"},
+                "Strings": ["/redfish/v1/Systems/1", "x"]
+            },
+            "Other": {"Sys": {"@odata.id": "/redfish/v1/Systems/1"}},
+            "Thermal": [{"@odata.id": "/redfish/v1/Systems/1/Thermal#/Fans/0"}]
+        });
+        assert!(remove_links(&mut v, &gone));
+        assert_eq!(
+            v,
+            json!({
+                "@odata.id": "/redfish/v1/Chassis/1",
+                "Links": {
+                    "ComputerSystems": [{"@odata.id": "/redfish/v1/Systems/10"}],
+                    "ComputerSystems@odata.count": 1,
+                    "Strings": ["x"]
+                },
+                "Other": {},
+                "Thermal": []
+            })
+        );
+    }
+
+    /// Identity properties cannot change but may be echoed.
+    #[test]
+    fn immutables() {
+        let cur = json!({"@odata.id": "/redfish/v1/S/1", "Id": "1", "@odata.type": "#A.v1.A"});
+        assert!(check_immutable(&cur, &json!({"Id": "1", "Name": "x"})).is_ok());
+        assert_eq!(
+            check_immutable(&cur, &json!({"Id": "2"})),
+            Err(Error::PropertyNotWritable { property: "Id".into() })
+        );
+    }
+}

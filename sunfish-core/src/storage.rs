@@ -1,0 +1,145 @@
+//! The storage backend plugin kind.
+//!
+//! A backend stores resources by path, gives each write a new revision, and performs each
+//! operation atomically: a create adds the member and updates the collection's `Members`
+//! together, a delete removes the subtree, the parent's member entry and every link to it
+//! together, and `if_match` is compared with the current revision inside the same critical
+//! section (compare-and-swap), never by a separate read. Backends that keep the tree in memory
+//! get all of this from [`crate::tree::ResourceTree`] and only add persistence.
+//!
+//! Besides resources, a backend keeps small private records (`kv_*`: sessions, alias maps, event
+//! queues) that are never served as resources.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde_json::Value;
+
+use crate::{BoxFuture, PluginOptions, Resource, ResourcePath, Result, StartupError};
+
+/// Where resources live. Object-safe; the server holds one as `Arc<dyn StorageBackend>`.
+#[async_trait]
+pub trait StorageBackend: Send + Sync + 'static {
+    /// The resource at `path`.
+    ///
+    /// # Errors
+    /// [`crate::Error::NotFound`].
+    async fn get(&self, path: &ResourcePath) -> Result<Resource>;
+
+    /// Adds `member` (whose `@odata.id` is a direct child of `collection`) to `collection` and
+    /// to its `Members`. When the collection does not exist and `new_collection` is given, it is
+    /// created first (its parent must exist and gains a link to it unless it has that property
+    /// already). Returns the stored member.
+    ///
+    /// # Errors
+    /// `NotFound` (collection, or its parent, missing), `AlreadyExists`, `NotAllowed` (target is
+    /// not a collection), `InvalidPath`.
+    async fn create(
+        &self,
+        collection: &ResourcePath,
+        member: Value,
+        new_collection: Option<Value>,
+    ) -> Result<Resource>;
+
+    /// Replaces the resource at `path` with `body`, if it exists and (with `if_match`) is still
+    /// at that revision.
+    ///
+    /// # Errors
+    /// `NotFound`, `PreconditionFailed`.
+    async fn replace(&self, path: &ResourcePath, body: Value, if_match: Option<u64>) -> Result<Resource>;
+
+    /// Merges `delta` into the resource at `path` ([`crate::merge_patch`]), with the same
+    /// `if_match` rule as [`StorageBackend::replace`].
+    ///
+    /// # Errors
+    /// `NotFound`, `PreconditionFailed`.
+    async fn patch(&self, path: &ResourcePath, delta: Value, if_match: Option<u64>) -> Result<Resource>;
+
+    /// Deletes the resource at `path` and everything below it, its entry in the parent (a
+    /// collection member, or a navigation property naming it), and every link to the deleted
+    /// resources in the rest of the store. Returns the deleted paths, `path` first.
+    ///
+    /// # Errors
+    /// `NotFound`, `PreconditionFailed`, `NotAllowed` for the root.
+    async fn delete(&self, path: &ResourcePath, if_match: Option<u64>) -> Result<Vec<ResourcePath>>;
+
+    /// Paths of the stored resources directly below `path`, sorted.
+    ///
+    /// # Errors
+    /// Backend failures only; an unknown path has no children.
+    async fn children(&self, path: &ResourcePath) -> Result<Vec<ResourcePath>>;
+
+    /// Every stored path, sorted (export, migration, seeding checks).
+    ///
+    /// # Errors
+    /// Backend failures.
+    async fn paths(&self) -> Result<Vec<ResourcePath>>;
+
+    /// Stores each resource as given, creating or overwriting, with no collection bookkeeping.
+    /// For seeding an empty store and for migrations; never reached by client requests.
+    ///
+    /// # Errors
+    /// Backend failures.
+    async fn import(&self, resources: Vec<(ResourcePath, Value)>) -> Result<()>;
+
+    /// A private record of namespace `ns` (`sessions`, `aliases`, ...).
+    ///
+    /// # Errors
+    /// Backend failures; `InvalidPath` for unsafe names.
+    async fn kv_get(&self, ns: &str, key: &str) -> Result<Option<Value>>;
+
+    /// Creates or replaces a private record.
+    ///
+    /// # Errors
+    /// As [`StorageBackend::kv_get`].
+    async fn kv_put(&self, ns: &str, key: &str, value: Value) -> Result<()>;
+
+    /// Deletes a private record; returns whether it existed.
+    ///
+    /// # Errors
+    /// As [`StorageBackend::kv_get`].
+    async fn kv_delete(&self, ns: &str, key: &str) -> Result<bool>;
+
+    /// Every record of namespace `ns`, sorted by key.
+    ///
+    /// # Errors
+    /// As [`StorageBackend::kv_get`].
+    async fn kv_list(&self, ns: &str) -> Result<Vec<(String, Value)>>;
+
+    /// Makes every acknowledged write durable and stops background work; called at shutdown.
+    ///
+    /// # Errors
+    /// Backend failures.
+    async fn close(&self) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// Registers a storage backend under a short lowercase name (`"fs"`), chosen by
+/// `storage.backend`. Submit it with [`crate::register_storage_backend!`].
+pub struct StorageBackendRegistration {
+    /// Name used in configuration.
+    pub name: &'static str,
+    /// One line for `--list-plugins`.
+    pub description: &'static str,
+    /// Opens the backend from its `storage.options` table.
+    pub build: fn(PluginOptions) -> BoxFuture<'static, Result<Arc<dyn StorageBackend>, StartupError>>,
+}
+
+crate::registry::impl_registration!(StorageBackendRegistration, "storage");
+
+/// Registers a [`StorageBackendRegistration`] at link time.
+///
+/// ```ignore
+/// sunfish_core::register_storage_backend!(StorageBackendRegistration {
+///     name: "memory",
+///     description: "in-process memory",
+///     build: |opts| Box::pin(async move { ... }),
+/// });
+/// ```
+#[macro_export]
+macro_rules! register_storage_backend {
+    ($registration:expr) => {
+        $crate::__private::inventory::submit! { $registration }
+    };
+}

@@ -1,0 +1,283 @@
+//! [`ResourceTree`]: the Redfish store semantics over an ordered in-memory map, shared by every
+//! backend that keeps its tree in memory (memory, fs). Each mutating call either fails without
+//! changing anything or applies completely and returns the [`Change`]s it made, which a
+//! persistent backend writes out. Callers serialize mutations (one lock); the tree itself is
+//! plain data.
+
+use std::collections::BTreeMap;
+use std::ops::Bound;
+
+use serde_json::Value;
+
+use crate::resource::{link, merge_patch, remove_links};
+use crate::{Error, Operation, Resource, ResourcePath, Result};
+
+/// One effect of a mutation, for persistence.
+#[derive(Debug, Clone)]
+pub enum Change {
+    /// The resource at this path now has this content.
+    Put(ResourcePath, Resource),
+    /// Nothing is stored at this path any more.
+    Remove(ResourcePath),
+    /// The private record `ns/key` now holds this value.
+    KvPut(String, String, Value),
+    /// The private record `ns/key` is gone.
+    KvRemove(String, String),
+}
+
+/// The whole store in memory: resources by path, private records, and the revision counter.
+#[derive(Debug)]
+pub struct ResourceTree {
+    resources: BTreeMap<ResourcePath, Resource>,
+    kv: BTreeMap<(String, String), Value>,
+    next_revision: u64,
+}
+
+impl ResourceTree {
+    /// An empty tree whose first revision is `first_revision`. Persistent backends pass the
+    /// start time in microseconds so that ETags never repeat across restarts.
+    pub fn new(first_revision: u64) -> Self {
+        ResourceTree { resources: BTreeMap::new(), kv: BTreeMap::new(), next_revision: first_revision.max(1) }
+    }
+
+    fn bump(&mut self) -> u64 {
+        let r = self.next_revision;
+        self.next_revision += 1;
+        r
+    }
+
+    fn put(&mut self, path: ResourcePath, value: Value, changes: &mut Vec<Change>) -> Resource {
+        let res = Resource::new(value, self.bump());
+        self.resources.insert(path.clone(), res.clone());
+        changes.push(Change::Put(path, res.clone()));
+        res
+    }
+
+    /// Number of stored resources.
+    pub fn len(&self) -> usize {
+        self.resources.len()
+    }
+
+    /// Whether nothing is stored.
+    pub fn is_empty(&self) -> bool {
+        self.resources.is_empty()
+    }
+
+    /// The resource at `path`.
+    ///
+    /// # Errors
+    /// `NotFound`.
+    pub fn get(&self, path: &ResourcePath) -> Result<Resource> {
+        self.resources.get(path).cloned().ok_or_else(|| Error::not_found(path))
+    }
+
+    fn check_revision(&self, path: &ResourcePath, if_match: Option<u64>) -> Result<Resource> {
+        let current = self.get(path)?;
+        match if_match {
+            Some(rev) if rev != current.revision() => Err(Error::PreconditionFailed { path: path.to_string() }),
+            _ => Ok(current),
+        }
+    }
+
+    /// See [`crate::StorageBackend::create`].
+    ///
+    /// # Errors
+    /// As there.
+    pub fn create(
+        &mut self,
+        collection: &ResourcePath,
+        member: Value,
+        new_collection: Option<Value>,
+    ) -> Result<(Resource, Vec<Change>)> {
+        let member_path = member
+            .get("@odata.id")
+            .and_then(Value::as_str)
+            .ok_or_else(|| Error::PropertyMissing { property: "@odata.id".into() })
+            .and_then(ResourcePath::parse)?;
+        if member_path.parent().as_ref() != Some(collection) {
+            return Err(Error::property_value("@odata.id", format!("not a direct member of {collection}")));
+        }
+        if self.resources.contains_key(&member_path) {
+            return Err(Error::AlreadyExists { path: member_path.to_string() });
+        }
+        let mut changes = Vec::new();
+        let mut coll_value = match self.resources.get(collection) {
+            Some(c) if c.is_collection() => c.value().clone(),
+            Some(_) => {
+                return Err(Error::NotAllowed {
+                    path: collection.to_string(),
+                    operation: Operation::Create,
+                    allowed: Operation::RESOURCE.to_vec(),
+                })
+            }
+            None => {
+                let template = new_collection.ok_or_else(|| Error::not_found(collection))?;
+                let parent = collection.parent().ok_or_else(|| Error::not_found(collection))?;
+                let parent_res = self.get(&parent)?;
+                if parent_res.is_collection() {
+                    return Err(Error::not_found(collection));
+                }
+                let seg = collection.last().unwrap_or_default().to_string();
+                if parent_res.value().get(&seg).is_none() {
+                    let mut pv = parent_res.value().clone();
+                    if let Some(obj) = pv.as_object_mut() {
+                        obj.insert(seg, link(collection.as_str()));
+                    }
+                    self.put(parent, pv, &mut changes);
+                }
+                template
+            }
+        };
+        if let Some(obj) = coll_value.as_object_mut() {
+            let members = obj.entry("Members").or_insert_with(|| Value::Array(Vec::new()));
+            if !members.is_array() {
+                *members = Value::Array(Vec::new());
+            }
+            if let Value::Array(list) = members {
+                list.push(link(member_path.as_str()));
+                let n = list.len();
+                obj.insert("Members@odata.count".into(), Value::from(n));
+            }
+        }
+        let stored = self.put(member_path, member, &mut changes);
+        self.put(collection.clone(), coll_value, &mut changes);
+        Ok((stored, changes))
+    }
+
+    /// See [`crate::StorageBackend::replace`].
+    ///
+    /// # Errors
+    /// As there.
+    pub fn replace(&mut self, path: &ResourcePath, body: Value, if_match: Option<u64>) -> Result<(Resource, Vec<Change>)> {
+        self.check_revision(path, if_match)?;
+        let mut changes = Vec::new();
+        let res = self.put(path.clone(), body, &mut changes);
+        Ok((res, changes))
+    }
+
+    /// See [`crate::StorageBackend::patch`].
+    ///
+    /// # Errors
+    /// As there.
+    pub fn patch(&mut self, path: &ResourcePath, delta: &Value, if_match: Option<u64>) -> Result<(Resource, Vec<Change>)> {
+        let current = self.check_revision(path, if_match)?;
+        let mut value = current.value().clone();
+        merge_patch(&mut value, delta);
+        let mut changes = Vec::new();
+        let res = self.put(path.clone(), value, &mut changes);
+        Ok((res, changes))
+    }
+
+    /// Paths at or below `path`, in order.
+    fn subtree(&self, path: &ResourcePath) -> Vec<ResourcePath> {
+        let mut out = Vec::new();
+        if self.resources.contains_key(path) {
+            out.push(path.clone());
+        }
+        let lower = format!("{path}/");
+        let upper = format!("{path}0"); // '0' is the byte after '/'
+        let range = (Bound::Included(lower.as_str()), Bound::Excluded(upper.as_str()));
+        out.extend(
+            self.resources
+                .range::<str, _>(range)
+                .map(|(k, _)| k.clone()),
+        );
+        out
+    }
+
+    /// See [`crate::StorageBackend::delete`].
+    ///
+    /// # Errors
+    /// As there.
+    pub fn delete(&mut self, path: &ResourcePath, if_match: Option<u64>) -> Result<(Vec<ResourcePath>, Vec<Change>)> {
+        if path.is_root() {
+            return Err(Error::NotAllowed {
+                path: path.to_string(),
+                operation: Operation::Delete,
+                allowed: vec![Operation::Get, Operation::Patch],
+            });
+        }
+        self.check_revision(path, if_match)?;
+        let removed = self.subtree(path);
+        let mut changes = Vec::new();
+        for p in &removed {
+            self.resources.remove(p);
+            changes.push(Change::Remove(p.clone()));
+        }
+        // Every remaining resource loses its links into the deleted subtree; for the parent this
+        // also drops the collection member entry or the navigation property.
+        let mut touched = Vec::new();
+        for (p, res) in &self.resources {
+            let mut v = res.value().clone();
+            if remove_links(&mut v, path) {
+                touched.push((p.clone(), v));
+            }
+        }
+        for (p, mut v) in touched {
+            if let Some(obj) = v.as_object_mut() {
+                if let Some(Value::Array(m)) = obj.get("Members") {
+                    let n = m.len();
+                    obj.insert("Members@odata.count".into(), Value::from(n));
+                }
+            }
+            self.put(p, v, &mut changes);
+        }
+        Ok((removed, changes))
+    }
+
+    /// Paths directly below `path`.
+    pub fn children(&self, path: &ResourcePath) -> Vec<ResourcePath> {
+        let depth = path.depth() + 1;
+        self.subtree(path).into_iter().filter(|p| p.depth() == depth).collect()
+    }
+
+    /// Every stored path, sorted.
+    pub fn paths(&self) -> Vec<ResourcePath> {
+        self.resources.keys().cloned().collect()
+    }
+
+    /// Stores each resource as given (seed, migration, loading from disk).
+    pub fn import(&mut self, resources: Vec<(ResourcePath, Value)>) -> Vec<Change> {
+        let mut changes = Vec::new();
+        for (p, v) in resources {
+            self.put(p, v, &mut changes);
+        }
+        changes
+    }
+
+    /// A private record.
+    pub fn kv_get(&self, ns: &str, key: &str) -> Option<Value> {
+        self.kv.get(&(ns.to_string(), key.to_string())).cloned()
+    }
+
+    /// Creates or replaces a private record.
+    pub fn kv_put(&mut self, ns: &str, key: &str, value: Value) -> Vec<Change> {
+        self.kv.insert((ns.to_string(), key.to_string()), value.clone());
+        vec![Change::KvPut(ns.to_string(), key.to_string(), value)]
+    }
+
+    /// Deletes a private record.
+    pub fn kv_delete(&mut self, ns: &str, key: &str) -> (bool, Vec<Change>) {
+        let existed = self.kv.remove(&(ns.to_string(), key.to_string())).is_some();
+        let changes = if existed { vec![Change::KvRemove(ns.to_string(), key.to_string())] } else { Vec::new() };
+        (existed, changes)
+    }
+
+    /// Every record of a namespace, sorted by key.
+    pub fn kv_list(&self, ns: &str) -> Vec<(String, Value)> {
+        self.kv
+            .iter()
+            .filter(|((n, _), _)| n == ns)
+            .map(|((_, k), v)| (k.clone(), v.clone()))
+            .collect()
+    }
+}
+
+/// Checks a private record namespace or key: the same rules as a path segment, so backends may
+/// use them as file names.
+///
+/// # Errors
+/// `InvalidPath`.
+pub fn check_kv_name(name: &str) -> Result<()> {
+    ResourcePath::root().child(name).map(|_| ())
+}
