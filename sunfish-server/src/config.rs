@@ -1,0 +1,219 @@
+//! Configuration: serde defaults, then the file given by `--config`, then `SUNFISH__SECTION__KEY`
+//! environment variables. Every section refuses unknown keys, so a typo fails at start with the
+//! key named. Plugin options tables are passed through to the selected plugin, which checks them.
+//! `conf/default.toml` documents every key; a test checks it equals these defaults.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+
+use serde::Deserialize;
+use serde_json::Value;
+use sunfish_core::{PluginSelection, StartupError};
+
+/// The whole configuration of `sunfish-server`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// `[server]`: listening and HTTP limits.
+    pub server: HttpConfig,
+    /// `[storage]`: backend, its options, the seed tree.
+    pub storage: StorageConfig,
+    /// `[event_handlers.<name>]`: options per event handler.
+    pub event_handlers: BTreeMap<String, Value>,
+    /// `[objects]`: active object handlers.
+    pub objects: ObjectsConfig,
+    /// `[aggregation]`: agent forwarding.
+    pub aggregation: AggregationConfig,
+    /// `[log]`: logging.
+    pub log: LogConfig,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            server: HttpConfig::default(),
+            storage: StorageConfig::default(),
+            event_handlers: BTreeMap::new(),
+            objects: ObjectsConfig::default(),
+            aggregation: AggregationConfig::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+/// `[server]`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// Largest accepted request body in bytes; larger ones get 413.
+    pub body_limit: usize,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig { listen: SocketAddr::from(([127, 0, 0, 1], 8000)), body_limit: 1024 * 1024 }
+    }
+}
+
+/// `[storage]`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// Registered backend name (`fs`, `memory`).
+    pub backend: String,
+    /// The backend's own options (for `fs`: `root`, `fsync`).
+    pub options: Value,
+    /// Tree an empty store is seeded with: `builtin` (the tree compiled into the binary, from
+    /// `conf/seed`), `none`, or a directory in the `index.json` layout.
+    pub seed: String,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig { backend: "fs".into(), options: Value::Null, seed: "builtin".into() }
+    }
+}
+
+/// `[objects]`.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ObjectsConfig {
+    /// Active object handlers, in call order.
+    pub handlers: Vec<String>,
+    /// Options per object handler name.
+    pub options: BTreeMap<String, Value>,
+}
+
+/// `[aggregation]`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AggregationConfig {
+    /// Registered agent forwarder name.
+    pub forwarder: String,
+    /// The forwarder's options.
+    pub options: Value,
+}
+
+impl Default for AggregationConfig {
+    fn default() -> Self {
+        AggregationConfig { forwarder: "none".into(), options: Value::Null }
+    }
+}
+
+/// `[log]`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// A `tracing` filter (`info`, `sunfish_core=debug,info`); `RUST_LOG` overrides it.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig { level: "info".into() }
+    }
+}
+
+impl ServerConfig {
+    /// Loads the layers: defaults, then `file` (if any), then the environment.
+    ///
+    /// # Errors
+    /// [`StartupError::Config`] naming the file, key or value at fault.
+    pub fn load(file: Option<&Path>) -> Result<Self, StartupError> {
+        Self::load_with_env(file, std::env::vars())
+    }
+
+    /// [`ServerConfig::load`] with an explicit environment (tests).
+    ///
+    /// # Errors
+    /// As [`ServerConfig::load`].
+    pub fn load_with_env(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, StartupError> {
+        let mut b = config::Config::builder();
+        if let Some(f) = file {
+            if !f.is_file() {
+                return Err(StartupError::Config(format!("config file {} not found", f.display())));
+            }
+            b = b.add_source(config::File::from(f).format(config::FileFormat::Toml));
+        }
+        let vars: std::collections::HashMap<String, String> =
+            env.into_iter().filter(|(k, _)| k.starts_with("SUNFISH__")).collect();
+        b = b.add_source(
+            config::Environment::with_prefix("SUNFISH")
+                .prefix_separator("__")
+                .separator("__")
+                .try_parsing(true)
+                .source(Some(vars)),
+        );
+        let built = b.build().map_err(|e| StartupError::Config(e.to_string()))?;
+        let cfg: ServerConfig = built.try_deserialize().map_err(|e| {
+            let at = file.map(|f| format!(" in {}", f.display())).unwrap_or_default();
+            StartupError::Config(format!("{e}{at}"))
+        })?;
+        Ok(cfg)
+    }
+
+    /// The plugins this configuration selects.
+    pub fn plugins(&self) -> PluginSelection {
+        PluginSelection {
+            storage: (self.storage.backend.clone(), self.storage.options.clone()),
+            event_handlers: self.event_handlers.clone(),
+            object_handlers: self
+                .objects
+                .handlers
+                .iter()
+                .map(|n| (n.clone(), self.objects.options.get(n).cloned().unwrap_or(Value::Null)))
+                .collect(),
+            forwarder: (self.aggregation.forwarder.clone(), self.aggregation.options.clone()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// No file, no environment: the documented defaults.
+    #[test]
+    fn defaults() {
+        let c = ServerConfig::load_with_env(None, []).unwrap();
+        assert_eq!(c, ServerConfig::default());
+        assert_eq!(c.server.listen.to_string(), "127.0.0.1:8000");
+        assert_eq!(c.storage.backend, "fs");
+    }
+
+    /// `SUNFISH__SECTION__KEY` overrides, including nested plugin options.
+    #[test]
+    fn env_overrides() {
+        let c = ServerConfig::load_with_env(
+            None,
+            [
+                ("SUNFISH__STORAGE__BACKEND".to_string(), "memory".to_string()),
+                ("SUNFISH__SERVER__LISTEN".to_string(), "127.0.0.1:9999".to_string()),
+                ("SUNFISH__STORAGE__OPTIONS__ROOT".to_string(), "/tmp/x".to_string()),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.storage.backend, "memory");
+        assert_eq!(c.server.listen.port(), 9999);
+        assert_eq!(c.storage.options["root"], "/tmp/x");
+    }
+
+    /// Unknown keys and bad values fail with the key named.
+    #[test]
+    fn unknown_and_bad() {
+        let err = ServerConfig::load_with_env(None, [("SUNFISH__STORAGE__BAKEND".to_string(), "x".to_string())])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("bakend"), "{err}");
+        let err = ServerConfig::load_with_env(None, [("SUNFISH__SERVER__LISTEN".to_string(), "nope".to_string())])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("listen") || err.contains("address"), "{err}");
+    }
+}

@@ -1,0 +1,128 @@
+//! `sunfish-server`: the CLI around [`sunfish_server::run`].
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+// Plugin crates register at link time only if named once (inventory's linker caveat).
+#[cfg(feature = "handler-audit")]
+use sunfish_handler_audit as _;
+#[cfg(feature = "storage-fs")]
+use sunfish_storage_fs as _;
+#[cfg(feature = "storage-memory")]
+use sunfish_storage_memory as _;
+
+use sunfish_server::ServerConfig;
+
+/// Sunfish fabric manager: a Redfish service that aggregates agents into one tree.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Cli {
+    /// Configuration file (TOML); without it, built-in defaults (see conf/default.toml).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Listen address, overriding `server.listen`.
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<SocketAddr>,
+    /// Print every registered plugin as `KIND NAME DESCRIPTION`, sorted, and exit.
+    #[arg(long)]
+    list_plugins: bool,
+    /// Build every plugin FILE configures, then exit 0, or print the error and exit 1.
+    #[arg(long, value_name = "FILE")]
+    check_config: Option<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if cli.list_plugins {
+        return match sunfish_core::registry::list_all() {
+            Ok(list) => {
+                for p in list {
+                    println!("{} {} {}", p.kind, p.name, p.description);
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(&e),
+        };
+    }
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => return fail(&e),
+    };
+    if let Some(file) = cli.check_config {
+        return rt.block_on(async {
+            let result = async {
+                let cfg = ServerConfig::load(Some(&file))?;
+                let core = sunfish_core::Core::from_plugins(cfg.plugins()).await?;
+                let _ = core.storage().close().await;
+                Ok::<_, sunfish_core::StartupError>(())
+            };
+            match result.await {
+                Ok(()) => {
+                    println!("{}: ok", file.display());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(&e),
+            }
+        });
+    }
+    let mut cfg = match ServerConfig::load(cli.config.as_deref()) {
+        Ok(c) => c,
+        Err(e) => return fail(&e),
+    };
+    if let Some(listen) = cli.listen {
+        cfg.server.listen = listen;
+    }
+    init_logging(&cfg.log.level);
+    rt.block_on(async move {
+        let state = match sunfish_server::build(&cfg).await {
+            Ok(s) => s,
+            Err(e) => return fail(&e),
+        };
+        let listener = match tokio::net::TcpListener::bind(cfg.server.listen).await {
+            Ok(l) => l,
+            Err(e) => return fail(&format!("cannot listen on {}: {e}", cfg.server.listen)),
+        };
+        tracing::info!(listen = %cfg.server.listen, backend = %cfg.storage.backend, "sunfish-server ready");
+        match sunfish_server::run(listener, state, shutdown_signal()).await {
+            Ok(()) => {
+                tracing::info!("stopped");
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(&e),
+        }
+    })
+}
+
+fn fail(e: &dyn std::fmt::Display) -> ExitCode {
+    eprintln!("sunfish-server: {e}");
+    ExitCode::FAILURE
+}
+
+fn init_logging(level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+    tracing::info!("shutdown requested");
+}

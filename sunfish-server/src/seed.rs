@@ -1,0 +1,57 @@
+//! The initial tree of a new store: `builtin` is `conf/seed` compiled into the binary, so the
+//! server runs with no files beside it; a directory in the `index.json` layout can replace it.
+
+use std::path::Path;
+
+use include_dir::{include_dir, Dir};
+use serde_json::Value;
+use sunfish_core::layout::{read_tree, resources_from_files};
+use sunfish_core::{Core, ResourcePath, StartupError};
+
+static BUILTIN: Dir<'static> = include_dir!("$CARGO_MANIFEST_DIR/../conf/seed");
+
+/// The built-in seed tree.
+///
+/// # Errors
+/// A broken file in `conf/seed` (caught by tests, so only in a broken build).
+pub fn builtin() -> Result<Vec<(ResourcePath, Value)>, StartupError> {
+    let mut files = Vec::new();
+    collect(&BUILTIN, &mut files);
+    resources_from_files(files.iter().map(|(p, b)| (p.as_str(), *b))).map_err(|e| StartupError::Config(format!("builtin seed: {e}")))
+}
+
+fn collect<'a>(dir: &'a Dir<'a>, out: &mut Vec<(String, &'a [u8])>) {
+    for f in dir.files() {
+        out.push((f.path().to_string_lossy().into_owned(), f.contents()));
+    }
+    for d in dir.dirs() {
+        collect(d, out);
+    }
+}
+
+/// Seeds an empty store per `storage.seed` (`builtin`, `none`, or a directory).
+///
+/// # Errors
+/// An unreadable seed directory or a storage failure.
+pub async fn apply(core: &Core, seed: &str) -> Result<(), StartupError> {
+    let resources = match seed {
+        "none" => return Ok(()),
+        "builtin" => builtin()?,
+        dir => {
+            let (res, warnings) = read_tree(Path::new(dir)).map_err(|e| StartupError::Io { what: format!("seed tree {dir}"), reason: e.to_string() })?;
+            for w in warnings {
+                tracing::warn!(file = %w.file.display(), reason = %w.reason, "seed file skipped");
+            }
+            res
+        }
+    };
+    let n = resources.len();
+    let seeded = core
+        .seed_if_empty(resources)
+        .await
+        .map_err(|e| StartupError::Io { what: "seeding the store".into(), reason: e.to_string() })?;
+    if seeded {
+        tracing::info!(resources = n, seed, "seeded an empty store");
+    }
+    Ok(())
+}
