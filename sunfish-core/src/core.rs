@@ -12,10 +12,9 @@ use crate::forward::NoForwarder;
 use crate::registry::{entries, lookup};
 use crate::resource::{check_immutable, collection_template, is_collection, type_name};
 use crate::{
-    AgentForwarder, AgentForwarderRegistration, Error, EventEnvelope, EventHandler,
-    EventHandlerRegistration, Forwarded, ObjectHandler, ObjectHandlerRegistration, Operation,
-    PluginOptions, Resource, ResourcePath, Result, StartupError, StorageBackend,
-    StorageBackendRegistration, WriteOp,
+    AgentForwarder, AgentForwarderRegistration, Error, EventEnvelope, EventHandler, EventHandlerRegistration,
+    Forwarded, ObjectHandler, ObjectHandlerRegistration, Operation, PluginOptions, Resource, ResourcePath, Result,
+    StartupError, StorageBackend, StorageBackendRegistration, WriteOp,
 };
 
 /// The service's shared state. Cheap to clone; every clone is the same service.
@@ -249,7 +248,11 @@ impl Core {
                 return Err(Error::NotAllowed {
                     path: collection.to_string(),
                     operation: Operation::Create,
-                    allowed: if collection.is_root() { vec![Operation::Get, Operation::Patch] } else { Operation::RESOURCE.to_vec() },
+                    allowed: if collection.is_root() {
+                        vec![Operation::Get, Operation::Patch]
+                    } else {
+                        Operation::RESOURCE.to_vec()
+                    },
                 })
             }
             Err(Error::NotFound { .. }) => Some(collection_template(collection, &rtype)),
@@ -418,7 +421,9 @@ fn member_identity(collection: &ResourcePath, obj: &mut Map<String, Value>) -> R
     };
     let odata_id = match obj.get("@odata.id") {
         None | Some(Value::Null) => None,
-        Some(Value::String(s)) => Some(ResourcePath::parse(s).map_err(|e| Error::property_value("@odata.id", e.to_string()))?),
+        Some(Value::String(s)) => {
+            Some(ResourcePath::parse(s).map_err(|e| Error::property_value("@odata.id", e.to_string()))?)
+        }
         Some(_) => return Err(Error::property_value("@odata.id", "must be a string")),
     };
     let path = match (id, odata_id) {

@@ -55,7 +55,9 @@ impl EventEnvelope {
     /// `MalformedJson` when not an object; `PropertyMissing` for `Events` or an event's
     /// `MessageId`; `PropertyValue` for wrongly typed members.
     pub fn parse(raw: Value) -> Result<Self> {
-        let obj = raw.as_object().ok_or_else(|| Error::MalformedJson { reason: "an event envelope must be a JSON object".into() })?;
+        let obj = raw
+            .as_object()
+            .ok_or_else(|| Error::MalformedJson { reason: "an event envelope must be a JSON object".into() })?;
         let context = match obj.get("Context") {
             None | Some(Value::Null) => None,
             Some(Value::String(s)) => Some(s.clone()),
@@ -70,7 +72,9 @@ impl EventEnvelope {
         for (i, e) in list.iter().enumerate() {
             let message_id = match e.get("MessageId") {
                 Some(Value::String(s)) if !s.is_empty() => s.clone(),
-                Some(_) => return Err(Error::property_value(format!("Events/{i}/MessageId"), "must be a non-empty string")),
+                Some(_) => {
+                    return Err(Error::property_value(format!("Events/{i}/MessageId"), "must be a non-empty string"))
+                }
                 None => return Err(Error::PropertyMissing { property: format!("Events/{i}/MessageId") }),
             };
             let message_args = match e.get("MessageArgs") {
@@ -82,7 +86,9 @@ impl EventEnvelope {
                 None | Some(Value::Null) => None,
                 Some(Value::Object(o)) => o.get("@odata.id").and_then(Value::as_str).map(str::to_string),
                 Some(Value::String(s)) => Some(s.clone()),
-                Some(_) => return Err(Error::property_value(format!("Events/{i}/OriginOfCondition"), "must be a link")),
+                Some(_) => {
+                    return Err(Error::property_value(format!("Events/{i}/OriginOfCondition"), "must be a link"))
+                }
             };
             events.push(EventRecord { message_id, message_args, origin, raw: e.clone() });
         }
@@ -134,10 +140,7 @@ mod tests {
     /// Envelopes without Events, or with a bad event, are refused with the property named.
     #[test]
     fn envelope_validation() {
-        assert_eq!(
-            EventEnvelope::parse(json!({})).unwrap_err(),
-            Error::PropertyMissing { property: "Events".into() }
-        );
+        assert_eq!(EventEnvelope::parse(json!({})).unwrap_err(), Error::PropertyMissing { property: "Events".into() });
         assert_eq!(
             EventEnvelope::parse(json!({"Events": [{}]})).unwrap_err(),
             Error::PropertyMissing { property: "Events/0/MessageId".into() }

@@ -64,9 +64,10 @@ pub fn read_tree(root: &Path) -> std::io::Result<(Vec<(ResourcePath, Value)>, Ve
                     Err(e) => warnings.push(TreeWarning { file: entry.path(), reason: e.to_string() }),
                 }
             } else if ft.is_file() && name == "index.json" {
-                match std::fs::read(entry.path()).map_err(|e| e.to_string()).and_then(|b| {
-                    serde_json::from_slice::<Value>(&b).map_err(|e| e.to_string())
-                }) {
+                match std::fs::read(entry.path())
+                    .map_err(|e| e.to_string())
+                    .and_then(|b| serde_json::from_slice::<Value>(&b).map_err(|e| e.to_string()))
+                {
                     Ok(v) if v.is_object() => out.push((rpath.clone(), v)),
                     Ok(_) => warnings.push(TreeWarning { file: entry.path(), reason: "not a JSON object".into() }),
                     Err(reason) => warnings.push(TreeWarning { file: entry.path(), reason }),

@@ -51,10 +51,8 @@ impl ResourcePath {
         let mut out = String::with_capacity(raw.len());
         out.push_str(REDFISH_ROOT);
         for seg in segments {
-            let decoded = percent_decode_str(seg)
-                .decode_utf8()
-                .map_err(|_| invalid("segment is not UTF-8"))?;
-            check_segment(&decoded).map_err(|r| invalid(r))?;
+            let decoded = percent_decode_str(seg).decode_utf8().map_err(|_| invalid("segment is not UTF-8"))?;
+            check_segment(&decoded).map_err(invalid)?;
             out.push('/');
             out.push_str(&decoded);
         }
@@ -123,8 +121,7 @@ impl ResourcePath {
     /// Whether `self` is `other` or lies below it, on segment boundaries (`/Systems/10` is not
     /// below `/Systems/1`).
     pub fn is_within(&self, other: &ResourcePath) -> bool {
-        self.0 == other.0
-            || (self.0.starts_with(&other.0) && self.0.as_bytes().get(other.0.len()) == Some(&b'/'))
+        self.0 == other.0 || (self.0.starts_with(&other.0) && self.0.as_bytes().get(other.0.len()) == Some(&b'/'))
     }
 }
 

@@ -46,10 +46,7 @@ impl Resource {
 
     /// The compact JSON body, serialized once and cached.
     pub fn to_bytes(&self) -> Bytes {
-        self.inner
-            .json
-            .get_or_init(|| Bytes::from(serde_json::to_vec(&self.inner.value).unwrap_or_default()))
-            .clone()
+        self.inner.json.get_or_init(|| Bytes::from(serde_json::to_vec(&self.inner.value).unwrap_or_default())).clone()
     }
 
     /// The resource's type name (see [`type_name`]).
@@ -65,10 +62,7 @@ impl Resource {
 
 impl std::fmt::Debug for Resource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Resource")
-            .field("revision", &self.inner.revision)
-            .field("value", &self.inner.value)
-            .finish()
+        f.debug_struct("Resource").field("revision", &self.inner.revision).field("value", &self.inner.value).finish()
     }
 }
 
@@ -93,10 +87,7 @@ pub fn is_collection(value: &Value) -> bool {
 pub fn collection_template(path: &ResourcePath, member_type: &str) -> Value {
     let mut m = Map::new();
     m.insert("@odata.id".into(), Value::String(path.to_string()));
-    m.insert(
-        "@odata.type".into(),
-        Value::String(format!("#{member_type}Collection.{member_type}Collection")),
-    );
+    m.insert("@odata.type".into(), Value::String(format!("#{member_type}Collection.{member_type}Collection")));
     m.insert("Name".into(), Value::String(format!("{member_type} Collection")));
     m.insert("Members".into(), Value::Array(Vec::new()));
     m.insert("Members@odata.count".into(), Value::from(0));
@@ -118,9 +109,7 @@ pub fn merge_patch(target: &mut Value, delta: &Value) {
         (Value::Object(t), Value::Object(d)) => {
             for (k, v) in d {
                 match t.get_mut(k) {
-                    Some(existing) if existing.is_object() && v.is_object() => {
-                        merge_patch(existing, v)
-                    }
+                    Some(existing) if existing.is_object() && v.is_object() => merge_patch(existing, v),
                     _ => {
                         t.insert(k.clone(), v.clone());
                     }
@@ -161,9 +150,7 @@ pub fn remove_links(value: &mut Value, gone: &ResourcePath) -> bool {
             Value::Object(o) if o.len() == 1 => o.get("@odata.id").and_then(Value::as_str),
             _ => None,
         };
-        target
-            .and_then(|t| ResourcePath::parse_link(t).ok())
-            .is_some_and(|p| p.is_within(gone))
+        target.and_then(|t| ResourcePath::parse_link(t).ok()).is_some_and(|p| p.is_within(gone))
     };
     fn walk(v: &mut Value, f: &dyn Fn(&Value) -> bool, top: bool) -> bool {
         let mut changed = false;
@@ -236,10 +223,7 @@ mod tests {
     fn merge() {
         let mut t = json!({"Status": {"State": "Enabled", "Health": "OK"}, "A": [1, 2], "B": 1});
         merge_patch(&mut t, &json!({"Status": {"State": "Disabled"}, "A": [3], "C": null}));
-        assert_eq!(
-            t,
-            json!({"Status": {"State": "Disabled", "Health": "OK"}, "A": [3], "B": 1, "C": null})
-        );
+        assert_eq!(t, json!({"Status": {"State": "Disabled", "Health": "OK"}, "A": [3], "B": 1, "C": null}));
     }
 
     /// Links to a deleted subtree disappear everywhere, counts follow, other links stay.

@@ -34,12 +34,8 @@ pub trait StorageBackend: Send + Sync + 'static {
     /// # Errors
     /// `NotFound` (collection, or its parent, missing), `AlreadyExists`, `NotAllowed` (target is
     /// not a collection), `InvalidPath`.
-    async fn create(
-        &self,
-        collection: &ResourcePath,
-        member: Value,
-        new_collection: Option<Value>,
-    ) -> Result<Resource>;
+    async fn create(&self, collection: &ResourcePath, member: Value, new_collection: Option<Value>)
+        -> Result<Resource>;
 
     /// Replaces the resource at `path` with `body`, if it exists and (with `if_match`) is still
     /// at that revision.

@@ -4,6 +4,9 @@
 //! which expands to one `#[tokio::test]` per check (tokio with `macros` and `rt-multi-thread`
 //! is needed in the backend's dev-dependencies).
 
+// Test support: a failed expectation should panic with the error, like any test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::sync::Arc;
 
 use serde_json::{json, Value};
@@ -28,17 +31,29 @@ fn coll(path: &str, ty: &str, members: &[&str]) -> Value {
 /// links to the system in several shapes.
 pub fn fixture() -> Vec<(ResourcePath, Value)> {
     vec![
-        (p("/redfish/v1"), json!({"@odata.id": "/redfish/v1", "@odata.type": "#ServiceRoot.v1_17_0.ServiceRoot", "Id": "RootService",
-            "Systems": {"@odata.id": "/redfish/v1/Systems"}, "Chassis": {"@odata.id": "/redfish/v1/Chassis"}})),
+        (
+            p("/redfish/v1"),
+            json!({"@odata.id": "/redfish/v1", "@odata.type": "#ServiceRoot.v1_17_0.ServiceRoot", "Id": "RootService",
+            "Systems": {"@odata.id": "/redfish/v1/Systems"}, "Chassis": {"@odata.id": "/redfish/v1/Chassis"}}),
+        ),
         (p("/redfish/v1/Systems"), coll("/redfish/v1/Systems", "ComputerSystem", &["/redfish/v1/Systems/1"])),
-        (p("/redfish/v1/Systems/1"), json!({"@odata.id": "/redfish/v1/Systems/1", "@odata.type": "#ComputerSystem.v1_22_0.ComputerSystem",
-            "Id": "1", "Name": "one", "Status": {"State": "Enabled", "Health": "OK"}, "Bios": {"@odata.id": "/redfish/v1/Systems/1/Bios"}})),
-        (p("/redfish/v1/Systems/1/Bios"), json!({"@odata.id": "/redfish/v1/Systems/1/Bios", "@odata.type": "#Bios.v1_2_0.Bios", "Id": "Bios"})),
+        (
+            p("/redfish/v1/Systems/1"),
+            json!({"@odata.id": "/redfish/v1/Systems/1", "@odata.type": "#ComputerSystem.v1_22_0.ComputerSystem",
+            "Id": "1", "Name": "one", "Status": {"State": "Enabled", "Health": "OK"}, "Bios": {"@odata.id": "/redfish/v1/Systems/1/Bios"}}),
+        ),
+        (
+            p("/redfish/v1/Systems/1/Bios"),
+            json!({"@odata.id": "/redfish/v1/Systems/1/Bios", "@odata.type": "#Bios.v1_2_0.Bios", "Id": "Bios"}),
+        ),
         (p("/redfish/v1/Chassis"), coll("/redfish/v1/Chassis", "Chassis", &["/redfish/v1/Chassis/1"])),
-        (p("/redfish/v1/Chassis/1"), json!({"@odata.id": "/redfish/v1/Chassis/1", "@odata.type": "#Chassis.v1_25_0.Chassis", "Id": "1",
+        (
+            p("/redfish/v1/Chassis/1"),
+            json!({"@odata.id": "/redfish/v1/Chassis/1", "@odata.type": "#Chassis.v1_25_0.Chassis", "Id": "1",
             "Links": {"ComputerSystems": [{"@odata.id": "/redfish/v1/Systems/1"}], "ComputerSystems@odata.count": 1,
                       "ManagedBy": {"@odata.id": "/redfish/v1/Systems/1/Bios"}},
-            "Outside": {"@odata.id": "/redfish/v1/Systems/1"}})),
+            "Outside": {"@odata.id": "/redfish/v1/Systems/1"}}),
+        ),
     ]
 }
 
@@ -52,7 +67,10 @@ fn member(path: &str) -> Value {
 }
 
 fn member_ids(v: &Value) -> Vec<String> {
-    v["Members"].as_array().map(|a| a.iter().filter_map(|m| m["@odata.id"].as_str().map(str::to_string)).collect()).unwrap_or_default()
+    v["Members"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|m| m["@odata.id"].as_str().map(str::to_string)).collect())
+        .unwrap_or_default()
 }
 
 /// Imported resources are read back with a revision; a missing path is `NotFound`.

@@ -148,7 +148,12 @@ impl ResourceTree {
     ///
     /// # Errors
     /// As there.
-    pub fn replace(&mut self, path: &ResourcePath, body: Value, if_match: Option<u64>) -> Result<(Resource, Vec<Change>)> {
+    pub fn replace(
+        &mut self,
+        path: &ResourcePath,
+        body: Value,
+        if_match: Option<u64>,
+    ) -> Result<(Resource, Vec<Change>)> {
         self.check_revision(path, if_match)?;
         let mut changes = Vec::new();
         let res = self.put(path.clone(), body, &mut changes);
@@ -159,7 +164,12 @@ impl ResourceTree {
     ///
     /// # Errors
     /// As there.
-    pub fn patch(&mut self, path: &ResourcePath, delta: &Value, if_match: Option<u64>) -> Result<(Resource, Vec<Change>)> {
+    pub fn patch(
+        &mut self,
+        path: &ResourcePath,
+        delta: &Value,
+        if_match: Option<u64>,
+    ) -> Result<(Resource, Vec<Change>)> {
         let current = self.check_revision(path, if_match)?;
         let mut value = current.value().clone();
         merge_patch(&mut value, delta);
@@ -177,11 +187,7 @@ impl ResourceTree {
         let lower = format!("{path}/");
         let upper = format!("{path}0"); // '0' is the byte after '/'
         let range = (Bound::Included(lower.as_str()), Bound::Excluded(upper.as_str()));
-        out.extend(
-            self.resources
-                .range::<str, _>(range)
-                .map(|(k, _)| k.clone()),
-        );
+        out.extend(self.resources.range::<str, _>(range).map(|(k, _)| k.clone()));
         out
     }
 
@@ -265,11 +271,7 @@ impl ResourceTree {
 
     /// Every record of a namespace, sorted by key.
     pub fn kv_list(&self, ns: &str) -> Vec<(String, Value)> {
-        self.kv
-            .iter()
-            .filter(|((n, _), _)| n == ns)
-            .map(|((_, k), v)| (k.clone(), v.clone()))
-            .collect()
+        self.kv.iter().filter(|((n, _), _)| n == ns).map(|((_, k), v)| (k.clone(), v.clone())).collect()
     }
 }
 

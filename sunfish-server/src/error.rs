@@ -63,15 +63,36 @@ impl IntoResponse for ApiError {
         let (status, info) = match self {
             ApiError::PayloadTooLarge => (
                 StatusCode::PAYLOAD_TOO_LARGE,
-                message("PayloadTooLarge", "The supplied payload exceeds the maximum size supported by the service.".into(), &[], "Critical", "Send a smaller payload."),
+                message(
+                    "PayloadTooLarge",
+                    "The supplied payload exceeds the maximum size supported by the service.".into(),
+                    &[],
+                    "Critical",
+                    "Send a smaller payload.",
+                ),
             ),
             ApiError::NoRoute(path) => (
                 StatusCode::NOT_FOUND,
-                message("ResourceMissingAtURI", format!("The resource at the URI '{path}' was not found."), &[&path], "Critical", "Place a valid resource at the URI or correct the URI and resubmit the request."),
+                message(
+                    "ResourceMissingAtURI",
+                    format!("The resource at the URI '{path}' was not found."),
+                    &[&path],
+                    "Critical",
+                    "Place a valid resource at the URI or correct the URI and resubmit the request.",
+                ),
             ),
             ApiError::MethodNotAllowed(ops) => {
                 allow = Some(allow_header(&ops));
-                (StatusCode::METHOD_NOT_ALLOWED, message("OperationNotAllowed", "The HTTP method is not allowed on this resource.".into(), &[], "Critical", "None."))
+                (
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    message(
+                        "OperationNotAllowed",
+                        "The HTTP method is not allowed on this resource.".into(),
+                        &[],
+                        "Critical",
+                        "None.",
+                    ),
+                )
             }
             ApiError::Core(e) => core_error(e, &mut allow),
         };

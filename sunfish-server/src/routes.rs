@@ -29,7 +29,9 @@ async fn handle(state: &AppState, req: Request) -> Result<Response, ApiError> {
 
     if trimmed == "redfish" || trimmed == "redfish/" {
         return match method {
-            Method::GET | Method::HEAD => Ok(json_response(StatusCode::OK, Bytes::from_static(br#"{"v1":"/redfish/v1/"}"#), &method)),
+            Method::GET | Method::HEAD => {
+                Ok(json_response(StatusCode::OK, Bytes::from_static(br#"{"v1":"/redfish/v1/"}"#), &method))
+            }
             _ => Err(ApiError::MethodNotAllowed(vec![Operation::Get])),
         };
     }
@@ -62,7 +64,9 @@ async fn handle(state: &AppState, req: Request) -> Result<Response, ApiError> {
             let payload = read_json(state, &parts.headers, body).await?;
             let res = core.create(&path, payload).await?;
             let mut r = resource_response(StatusCode::CREATED, &res, &method);
-            if let Some(loc) = res.value().get("@odata.id").and_then(Value::as_str).and_then(|l| HeaderValue::from_str(l).ok()) {
+            if let Some(loc) =
+                res.value().get("@odata.id").and_then(Value::as_str).and_then(|l| HeaderValue::from_str(l).ok())
+            {
                 r.headers_mut().insert(header::LOCATION, loc);
             }
             Ok(r)
@@ -153,7 +157,8 @@ async fn read_json(state: &AppState, headers: &HeaderMap, body: Body) -> Result<
         }
     }
     let limit = state.http.body_limit;
-    let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
+    let declared =
+        headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
     if declared.is_some_and(|n| n > limit) {
         return Err(ApiError::PayloadTooLarge);
     }

@@ -17,7 +17,8 @@ static BUILTIN: Dir<'static> = include_dir!("$CARGO_MANIFEST_DIR/../conf/seed");
 pub fn builtin() -> Result<Vec<(ResourcePath, Value)>, StartupError> {
     let mut files = Vec::new();
     collect(&BUILTIN, &mut files);
-    resources_from_files(files.iter().map(|(p, b)| (p.as_str(), *b))).map_err(|e| StartupError::Config(format!("builtin seed: {e}")))
+    resources_from_files(files.iter().map(|(p, b)| (p.as_str(), *b)))
+        .map_err(|e| StartupError::Config(format!("builtin seed: {e}")))
 }
 
 fn collect<'a>(dir: &'a Dir<'a>, out: &mut Vec<(String, &'a [u8])>) {
@@ -38,7 +39,8 @@ pub async fn apply(core: &Core, seed: &str) -> Result<(), StartupError> {
         "none" => return Ok(()),
         "builtin" => builtin()?,
         dir => {
-            let (res, warnings) = read_tree(Path::new(dir)).map_err(|e| StartupError::Io { what: format!("seed tree {dir}"), reason: e.to_string() })?;
+            let (res, warnings) = read_tree(Path::new(dir))
+                .map_err(|e| StartupError::Io { what: format!("seed tree {dir}"), reason: e.to_string() })?;
             for w in warnings {
                 tracing::warn!(file = %w.file.display(), reason = %w.reason, "seed file skipped");
             }

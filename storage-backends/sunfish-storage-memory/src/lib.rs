@@ -12,8 +12,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use sunfish_core::tree::{check_kv_name, ResourceTree};
 use sunfish_core::{
-    register_storage_backend, Resource, ResourcePath, Result, StorageBackend,
-    StorageBackendRegistration,
+    register_storage_backend, Resource, ResourcePath, Result, StorageBackend, StorageBackendRegistration,
 };
 
 /// The in-memory backend. One lock over the tree: every operation is short and never awaits
@@ -47,7 +46,12 @@ impl StorageBackend for MemoryBackend {
         self.tree.read().get(path)
     }
 
-    async fn create(&self, collection: &ResourcePath, member: Value, new_collection: Option<Value>) -> Result<Resource> {
+    async fn create(
+        &self,
+        collection: &ResourcePath,
+        member: Value,
+        new_collection: Option<Value>,
+    ) -> Result<Resource> {
         self.tree.write().create(collection, member, new_collection).map(|(r, _)| r)
     }
 

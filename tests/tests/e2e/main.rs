@@ -1,0 +1,3 @@
+//! End-to-end tests: one binary, a module per area.
+
+mod smoke;
