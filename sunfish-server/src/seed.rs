@@ -37,7 +37,16 @@ fn collect<'a>(dir: &'a Dir<'a>, out: &mut Vec<(String, &'a [u8])>) {
 pub async fn apply(core: &Core, seed: &str) -> Result<(), StartupError> {
     let resources = match seed {
         "none" => return Ok(()),
-        "builtin" => builtin()?,
+        "builtin" => {
+            let mut res = builtin()?;
+            // Each service gets its own identity; the seed file's UUID is only a placeholder.
+            if let Some((_, root)) = res.iter_mut().find(|(p, _)| p.is_root()) {
+                if let Some(obj) = root.as_object_mut() {
+                    obj.insert("UUID".into(), Value::String(uuid::Uuid::new_v4().to_string()));
+                }
+            }
+            res
+        }
         dir => {
             let (res, warnings) = read_tree(Path::new(dir))
                 .map_err(|e| StartupError::Io { what: format!("seed tree {dir}"), reason: e.to_string() })?;
