@@ -96,6 +96,39 @@ pub enum Error {
         /// What went wrong, safe to show to the client.
         message: String,
     },
+    /// 501 `QueryNotSupported`: a query parameter the service does not implement.
+    #[error("query parameter {parameter} is not supported")]
+    QueryNotSupported {
+        /// The parameter as received.
+        parameter: String,
+    },
+    /// 400 `QueryParameterValueFormatError` / `QueryParameterValueError`: a supported query
+    /// parameter with a value that cannot be used (bad `$filter` syntax, negative `$top`).
+    #[error("query parameter {parameter} has an unusable value: {reason}")]
+    QueryParameterValue {
+        /// The parameter (`$filter`).
+        parameter: String,
+        /// What is wrong with the value.
+        reason: String,
+    },
+    /// 400 `QueryCombinationInvalid`-style refusal with a clear message: the request would need
+    /// more work than the configured budget (`$expand` levels or resources).
+    #[error("the request exceeds the {what} limit of {limit}")]
+    BudgetExceeded {
+        /// Which budget (`$expand levels`, `$expand resources`).
+        what: String,
+        /// The configured limit.
+        limit: usize,
+    },
+    /// A write was refused by policy (an outbound URL outside `outbound.allow`): 400
+    /// `PropertyValueNotInList`-style with the property named.
+    #[error("{property}: {reason}")]
+    NotPermitted {
+        /// The property carrying the refused value (`Destination`).
+        property: String,
+        /// Why.
+        reason: String,
+    },
     /// 500 `InternalError`: the storage backend failed (I/O, corruption). The message goes to
     /// the log, never into the response body.
     #[error("storage failure: {message}")]

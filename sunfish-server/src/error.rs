@@ -160,6 +160,22 @@ fn core_error(e: Error, allow: &mut Option<String>) -> (StatusCode, Value) {
             let id = if timed_out { "OperationTimeout" } else { "GeneralError" };
             (status, message(id, format!("The agent {agent} did not apply the change: {msg}"), &[], "Critical", "Check the agent and resubmit the request."))
         }
+        Error::QueryNotSupported { parameter } => (
+            StatusCode::NOT_IMPLEMENTED,
+            message("QueryParameterUnsupported", format!("Query parameter '{parameter}' is not supported."), &[&parameter], "Warning", "Correct or remove the query parameter and resubmit the request."),
+        ),
+        Error::QueryParameterValue { parameter, reason } => (
+            StatusCode::BAD_REQUEST,
+            message("QueryParameterValueFormatError", format!("The value '{reason}' for the parameter {parameter} is not a format that the parameter can accept."), &[&reason, &parameter], "Warning", "Correct the value for the query parameter in the request and resubmit the request if the operation failed."),
+        ),
+        Error::BudgetExceeded { what, limit } => (
+            StatusCode::BAD_REQUEST,
+            message("QueryCombinationInvalid", format!("The request exceeds the {what} limit of {limit}; narrow the query."), &[], "Warning", "Use fewer $expand levels, $top, or $select, and resubmit the request."),
+        ),
+        Error::NotPermitted { property, reason } => (
+            StatusCode::BAD_REQUEST,
+            message("PropertyValueError", format!("The value provided for the property {property} is not valid: {reason}."), &[&property], "Warning", "Use a value the service policy allows."),
+        ),
         other => {
             tracing::error!(error = %other, "request failed inside the service");
             (StatusCode::INTERNAL_SERVER_ERROR, message("InternalError", "The request failed due to an internal service error.  The service is still operational.".into(), &[], "Critical", "Resubmit the request.  If the problem persists, consider resetting the service."))
