@@ -8,6 +8,8 @@ use std::sync::Arc;
 use serde_json::{Map, Value};
 use tracing::warn;
 
+use crate::action::{split_action_path, ActionHandler, ActionResult};
+use crate::eventservice::{EventService, NewEvent, ResumeSubscription, SubmitTestEvent, SubscriptionHooks, SuspendSubscription};
 use crate::forward::NoForwarder;
 use crate::registry::{entries, lookup};
 use crate::resource::{check_immutable, collection_template, is_collection, type_name};
@@ -29,6 +31,10 @@ struct Inner {
     event_handlers: BTreeMap<String, Vec<(String, Arc<dyn EventHandler>)>>,
     object_handlers: Vec<(String, Arc<dyn ObjectHandler>)>,
     forwarder: Arc<dyn AgentForwarder>,
+    /// Action name (`EventService.SubmitTestEvent`) → handler.
+    actions: BTreeMap<String, Arc<dyn ActionHandler>>,
+    /// The EventService, when the front end configured one (resource events, subscriptions).
+    events: Option<Arc<EventService>>,
 }
 
 /// Which plugins to build, by name, with their options tables. The server fills this from
@@ -64,6 +70,8 @@ pub struct CoreBuilder {
     event_handlers: BTreeMap<String, Vec<(String, Arc<dyn EventHandler>)>>,
     object_handlers: Vec<(String, Arc<dyn ObjectHandler>)>,
     forwarder: Arc<dyn AgentForwarder>,
+    actions: BTreeMap<String, Arc<dyn ActionHandler>>,
+    events: Option<Arc<EventService>>,
 }
 
 impl CoreBuilder {
@@ -87,6 +95,29 @@ impl CoreBuilder {
         self
     }
 
+    /// Registers an action by name (`EventService.SubmitTestEvent`).
+    pub fn action(mut self, name: &str, handler: Arc<dyn ActionHandler>) -> Self {
+        self.actions.insert(name.to_string(), handler);
+        self
+    }
+
+    /// The storage backend the core will use (to build services that share it).
+    pub fn storage(&self) -> &Arc<dyn StorageBackend> {
+        &self.storage
+    }
+
+    /// Adds the EventService: its subscription hooks run before any configured object handler,
+    /// its actions are registered, and every write through the core publishes a ResourceEvent.
+    pub fn event_service(mut self, service: Arc<EventService>) -> Self {
+        self.object_handlers.insert(0, ("eventservice".into(), Arc::new(SubscriptionHooks { service: service.clone() })));
+        self = self
+            .action("EventService.SubmitTestEvent", Arc::new(SubmitTestEvent { service: service.clone() }))
+            .action("EventDestination.SuspendSubscription", Arc::new(SuspendSubscription { service: service.clone() }))
+            .action("EventDestination.ResumeSubscription", Arc::new(ResumeSubscription { service: service.clone() }));
+        self.events = Some(service);
+        self
+    }
+
     /// The finished core.
     pub fn build(self) -> Core {
         Core {
@@ -95,6 +126,8 @@ impl CoreBuilder {
                 event_handlers: self.event_handlers,
                 object_handlers: self.object_handlers,
                 forwarder: self.forwarder,
+                actions: self.actions,
+                events: self.events,
             }),
         }
     }
@@ -116,6 +149,8 @@ impl Core {
             event_handlers: BTreeMap::new(),
             object_handlers: Vec::new(),
             forwarder: Arc::new(NoForwarder),
+            actions: BTreeMap::new(),
+            events: None,
         }
     }
 
@@ -124,6 +159,15 @@ impl Core {
     /// # Errors
     /// Unknown or duplicate plugin names, bad options, a backend that cannot open.
     pub async fn from_plugins(selection: PluginSelection) -> Result<Core, StartupError> {
+        Ok(Self::builder_from_plugins(selection).await?.build())
+    }
+
+    /// Like [`Core::from_plugins`], but returns the builder so the front end can add services
+    /// (the EventService, actions) before building.
+    ///
+    /// # Errors
+    /// As [`Core::from_plugins`].
+    pub async fn builder_from_plugins(selection: PluginSelection) -> Result<CoreBuilder, StartupError> {
         let (sname, sopts) = selection.storage;
         let reg = lookup::<StorageBackendRegistration>(&sname)?;
         let storage = (reg.build)(PluginOptions::new("storage", &sname, sopts)).await?;
@@ -147,7 +191,58 @@ impl Core {
         let (fname, fopts) = selection.forwarder;
         let reg = lookup::<AgentForwarderRegistration>(&fname)?;
         builder = builder.forwarder((reg.build)(PluginOptions::new("forwarder", &fname, fopts))?);
-        Ok(builder.build())
+        Ok(builder)
+    }
+
+    /// Starts background services (the EventService's delivery workers). Call once, inside
+    /// the runtime, after seeding.
+    ///
+    /// # Errors
+    /// Storage failures while loading subscriptions and the event log.
+    pub async fn start(&self) -> Result<()> {
+        if let Some(ev) = &self.inner.events {
+            ev.start().await?;
+        }
+        Ok(())
+    }
+
+    /// Stops background services.
+    pub fn stop(&self) {
+        if let Some(ev) = &self.inner.events {
+            ev.stop();
+        }
+    }
+
+    /// The EventService, if configured.
+    pub fn events(&self) -> Option<&Arc<EventService>> {
+        self.inner.events.as_ref()
+    }
+
+    /// Publishes a ResourceEvent about a write that went through the core. A failure to store
+    /// the event is logged: the write itself already happened.
+    async fn resource_event(&self, key: &str, message: &str, path: &ResourcePath, rtype: &str) {
+        if let Some(ev) = &self.inner.events {
+            let t = (!rtype.is_empty()).then_some(rtype);
+            if let Err(e) = ev.publish(vec![NewEvent::resource(key, message, path, t)]).await {
+                warn!(path = %path, error = %e, "resource event not published");
+            }
+        }
+    }
+
+    /// Runs the action at `path` (`<resource>/Actions/<Name>`).
+    ///
+    /// # Errors
+    /// `NotFound` for an unknown action or target; the action's own errors.
+    pub async fn action(&self, path: &ResourcePath, payload: Value) -> Result<ActionResult> {
+        let (target, name) = split_action_path(path).ok_or_else(|| Error::not_found(path))?;
+        let handler = self.inner.actions.get(&name).ok_or_else(|| Error::not_found(path))?;
+        self.inner.storage.get(&target).await?;
+        handler.invoke(self, &target, payload).await
+    }
+
+    /// Whether `path` names a registered action (`.../Actions/<Name>`).
+    pub fn is_action(&self, path: &ResourcePath) -> bool {
+        split_action_path(path).is_some_and(|(_, name)| self.inner.actions.contains_key(&name))
     }
 
     /// The storage backend.
@@ -274,6 +369,7 @@ impl Core {
         to_store.entry("Id").or_insert_with(|| Value::String(op.path.last().unwrap_or_default().to_string()));
         let stored = self.inner.storage.create(collection, Value::Object(to_store), new_collection).await?;
         self.after(&op, Some(&stored)).await;
+        self.resource_event("ResourceCreated", "The resource was created successfully.", &op.path, &op.resource_type).await;
         Ok(stored)
     }
 
@@ -319,6 +415,7 @@ impl Core {
         let if_match = if forwarded { None } else { if_match };
         let stored = self.inner.storage.replace(path, to_store.unwrap_or_default(), if_match).await?;
         self.after(&op, Some(&stored)).await;
+        self.resource_event("ResourceChanged", "One or more resource properties have changed.", path, &op.resource_type).await;
         Ok(stored)
     }
 
@@ -353,6 +450,7 @@ impl Core {
             (false, delta) => self.inner.storage.patch(path, delta.unwrap_or_default(), if_match).await?,
         };
         self.after(&op, Some(&stored)).await;
+        self.resource_event("ResourceChanged", "One or more resource properties have changed.", path, &op.resource_type).await;
         Ok(stored)
     }
 
@@ -387,13 +485,14 @@ impl Core {
         let (_, forwarded) = self.prepare(&mut op).await?;
         let removed = self.inner.storage.delete(path, if forwarded { None } else { if_match }).await?;
         self.after(&op, None).await;
+        self.resource_event("ResourceRemoved", "The resource was removed successfully.", path, &op.resource_type).await;
         Ok(removed)
     }
 
     /// Handles an event envelope from `/EventListener`: validates it and dispatches **every**
     /// event to the handlers registered for its key (and to `*` handlers). Unknown MessageIds
-    /// are accepted. Returns the subscription Ids the envelope was queued for (routing to
-    /// subscribers is the EventService's; none yet).
+    /// are accepted. Then the envelope is routed to subscribers; returns the subscription Ids
+    /// it was queued for.
     ///
     /// # Errors
     /// Envelope validation errors; the first handler error.
@@ -408,7 +507,21 @@ impl Core {
                 }
             }
         }
-        Ok(Vec::new())
+        let Some(service) = &self.inner.events else { return Ok(Vec::new()) };
+        let events = env
+            .events
+            .iter()
+            .map(|ev| NewEvent {
+                message_id: ev.message_id.clone(),
+                message: ev.raw.get("Message").and_then(Value::as_str).map(str::to_string),
+                message_args: ev.message_args.clone(),
+                severity: String::new(),
+                origin: ev.origin.as_deref().and_then(|o| ResourcePath::parse_link(o).ok()),
+                origin_type: None,
+                raw: Some(ev.raw.clone()),
+            })
+            .collect();
+        service.publish(events).await
     }
 }
 

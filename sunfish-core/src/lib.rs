@@ -14,14 +14,19 @@
 //!   [`forward`]: [`AgentForwarder`].
 //! - [`registry`]: listing and looking up registrations; the `register_*!` macros.
 //! - [`core`]: [`Core`], which runs a request through handlers, forwarder and storage.
+//! - [`eventservice`]: subscriptions, filters, the durable event log and delivery workers;
+//!   [`action`]: Redfish actions; [`outbound`]: which hosts the service may connect to.
 //! - `test_util` (feature `test-util`): the storage contract suite every backend runs.
 
+pub mod action;
 pub mod core;
 pub mod error;
 pub mod event;
+pub mod eventservice;
 pub mod forward;
 pub mod layout;
 pub mod object;
+pub mod outbound;
 pub mod path;
 pub mod registry;
 pub mod resource;

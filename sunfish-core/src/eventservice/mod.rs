@@ -1,0 +1,743 @@
+//! The EventService: routes events to subscribers and delivers them, durably and asynchronously.
+//!
+//! Design. Every published envelope becomes one entry of an **event log** (private records
+//! `eventlog/<seq>` in the storage backend, mirrored in memory), stamped with the Ids of the
+//! subscriptions whose filters accepted at least one of its events ("targets"). Each
+//! subscription has a **cursor** (`eventcursor/<id>`): the last sequence number delivered to it.
+//! So each subscription sees one ordered queue (the log entries naming it after its cursor)
+//! while each event is stored once; the same log, bounded, serves SSE replay (`Last-Event-ID`).
+//! One worker task per subscription delivers in order with a per-attempt timeout and the
+//! subscription's `DeliveryRetryPolicy`; a slow or dead destination only holds up its own
+//! worker. Publishing is answered once the entry is stored, so accepted events survive a
+//! restart; cursors are stored after each delivery (at-least-once; receivers drop duplicates
+//! by `EventId`).
+//!
+//! Filters are evaluated when an event is published, so a PATCH of a subscription's filters
+//! applies to every later event; DELETE cancels the worker at once.
+
+pub mod filter;
+mod subscriptions;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use parking_lot::{Mutex, RwLock};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
+use tokio::sync::{broadcast, watch, Notify};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+pub use self::filter::{EventFacts, SubscriptionFilter};
+pub use self::subscriptions::{ResumeSubscription, SubmitTestEvent, SubscriptionHooks, SuspendSubscription};
+use crate::outbound::OutboundPolicy;
+use crate::{ResourcePath, Result, StorageBackend};
+
+/// Where subscriptions live.
+pub const SUBSCRIPTIONS: &str = "/redfish/v1/EventService/Subscriptions";
+/// The EventService resource.
+pub const EVENT_SERVICE: &str = "/redfish/v1/EventService";
+/// `@odata.type` of delivered envelopes.
+pub const EVENT_TYPE: &str = "#Event.v1_11_0.Event";
+/// The ResourceEvent registry version used for events the service produces.
+pub const RESOURCE_EVENT: &str = "ResourceEvent.1.4";
+
+const NS_LOG: &str = "eventlog";
+const NS_CURSOR: &str = "eventcursor";
+const NS_SECRET: &str = "eventsecret";
+
+/// Delivers one envelope over HTTP. The server implements it with its HTTP client; tests use
+/// fakes. Implementations must not follow redirects off the allowed hosts.
+#[async_trait]
+pub trait EventTransport: Send + Sync + 'static {
+    /// POSTs `body` (JSON) to `destination` with extra `headers`; returns the HTTP status, or
+    /// an error text when no answer came within `timeout`.
+    async fn post(
+        &self,
+        destination: &str,
+        headers: &[(String, String)],
+        body: Bytes,
+        timeout: Duration,
+    ) -> std::result::Result<u16, String>;
+}
+
+/// Tuning of the EventService (config section `[events]`).
+#[derive(Debug, Clone)]
+pub struct EventServiceConfig {
+    /// Events waiting per subscription before new ones are dropped for it (counted).
+    pub queue_limit: usize,
+    /// Log entries kept for SSE replay after every subscriber has them.
+    pub replay_limit: usize,
+    /// Timeout of one delivery attempt.
+    pub attempt_timeout: Duration,
+    /// Longest wait between attempts under `RetryForeverWithBackoff`.
+    pub max_backoff: Duration,
+    /// How often delivery counters are written to the subscription resources.
+    pub counters_interval: Duration,
+    /// Most subscriptions the service accepts.
+    pub max_subscriptions: usize,
+    /// Hosts event destinations may point at.
+    pub outbound: OutboundPolicy,
+}
+
+impl Default for EventServiceConfig {
+    fn default() -> Self {
+        EventServiceConfig {
+            queue_limit: 100_000,
+            replay_limit: 1_000,
+            attempt_timeout: Duration::from_secs(10),
+            max_backoff: Duration::from_secs(300),
+            counters_interval: Duration::from_secs(1),
+            max_subscriptions: 1_000,
+            outbound: OutboundPolicy::default(),
+        }
+    }
+}
+
+/// An event to publish.
+#[derive(Debug, Clone, Default)]
+pub struct NewEvent {
+    /// Full MessageId (`ResourceEvent.1.4.ResourceCreated`).
+    pub message_id: String,
+    /// Message text, if known.
+    pub message: Option<String>,
+    /// `MessageArgs`.
+    pub message_args: Vec<Value>,
+    /// `MessageSeverity` (`OK`, `Warning`, `Critical`).
+    pub severity: String,
+    /// `OriginOfCondition`.
+    pub origin: Option<ResourcePath>,
+    /// Type name of the origin (looked up in storage when `None`).
+    pub origin_type: Option<String>,
+    /// The event as received (for `/EventListener` intake); its members are kept, identity
+    /// members (`EventId`, `EventTimestamp`) are ours.
+    pub raw: Option<Value>,
+}
+
+impl NewEvent {
+    /// A ResourceEvent (`ResourceCreated`, `ResourceChanged`, `ResourceRemoved`, ...) about
+    /// `origin`.
+    pub fn resource(key: &str, message: &str, origin: &ResourcePath, origin_type: Option<&str>) -> Self {
+        NewEvent {
+            message_id: format!("{RESOURCE_EVENT}.{key}"),
+            message: Some(message.to_string()),
+            severity: "OK".into(),
+            origin: Some(origin.clone()),
+            origin_type: origin_type.map(str::to_string),
+            ..Default::default()
+        }
+    }
+}
+
+/// One stored log entry: an envelope's events, stamped, with the subscriptions it is for.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LogEntry {
+    /// Sequence number of the first event; events get `first_seq + index` as `EventId`.
+    pub first_seq: u64,
+    /// The events as delivered (with `EventId`, `EventTimestamp`).
+    pub events: Vec<Value>,
+    /// Filter facts per event (MessageId, origin, origin type), for SSE filtering.
+    pub facts: Vec<Facts>,
+    /// Subscription Id → indexes of its matching events.
+    pub targets: BTreeMap<String, Vec<usize>>,
+}
+
+/// What filters look at, stored with the entry.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Facts {
+    /// MessageId.
+    pub message_id: String,
+    /// OriginOfCondition.
+    pub origin: Option<String>,
+    /// Type name of the origin.
+    pub origin_type: Option<String>,
+}
+
+impl LogEntry {
+    /// Sequence number of the last event.
+    pub fn last_seq(&self) -> u64 {
+        self.first_seq + self.events.len().saturating_sub(1) as u64
+    }
+}
+
+/// How a subscription reacts to failed deliveries (`DeliveryRetryPolicy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetryPolicy {
+    /// Delete the subscription after `DeliveryRetryAttempts` retries.
+    TerminateAfterRetries,
+    /// Suspend it (keeping its queue) until resumed.
+    SuspendRetries,
+    /// Retry at the interval forever.
+    RetryForever,
+    /// Retry forever, doubling the wait up to the configured maximum.
+    RetryForeverWithBackoff,
+}
+
+impl RetryPolicy {
+    /// Parses the schema's enum value.
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "TerminateAfterRetries" => RetryPolicy::TerminateAfterRetries,
+            "SuspendRetries" => RetryPolicy::SuspendRetries,
+            "RetryForever" => RetryPolicy::RetryForever,
+            "RetryForeverWithBackoff" => RetryPolicy::RetryForeverWithBackoff,
+            _ => return None,
+        })
+    }
+}
+
+/// Delivery counters of one subscription, shown as `Oem.Sunfish.Delivery`.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Envelopes delivered (2xx).
+    pub delivered: AtomicU64,
+    /// Failed attempts that were retried or ended the subscription.
+    pub retried: AtomicU64,
+    /// Events not queued because the queue was full.
+    pub dropped: AtomicU64,
+    /// Envelopes waiting.
+    pub pending: AtomicUsize,
+}
+
+/// Settings of one subscription, replaced as a whole when it is PATCHed.
+#[derive(Debug, Clone)]
+struct SubSettings {
+    destination: String,
+    context: Option<String>,
+    headers: Vec<(String, String)>,
+    filter: SubscriptionFilter,
+    policy: RetryPolicy,
+}
+
+/// A registered subscription.
+struct Subscription {
+    id: String,
+    path: ResourcePath,
+    settings: RwLock<SubSettings>,
+    counters: Counters,
+    /// Last delivered sequence number.
+    cursor: AtomicU64,
+    /// Enabled (true) or Suspended (false).
+    enabled: watch::Sender<bool>,
+    wake: Notify,
+    cancel: CancellationToken,
+    /// Counter values last written to the resource.
+    flushed: Mutex<(u64, u64, u64, usize)>,
+}
+
+/// EventService settings from its resource (`ServiceEnabled`, retry attempts and interval).
+#[derive(Debug, Clone, Copy)]
+struct ServiceSettings {
+    enabled: bool,
+    retry_attempts: u32,
+    retry_interval: Duration,
+}
+
+/// The EventService. Shared (`Arc`) by the core, the subscription hooks and the HTTP layer.
+pub struct EventService {
+    storage: Arc<dyn StorageBackend>,
+    transport: Arc<dyn EventTransport>,
+    config: EventServiceConfig,
+    settings: RwLock<ServiceSettings>,
+    subs: RwLock<HashMap<String, Arc<Subscription>>>,
+    log: RwLock<BTreeMap<u64, Arc<LogEntry>>>,
+    /// Serializes publishing so entries enter the log in sequence order, after being stored.
+    publish_lock: tokio::sync::Mutex<()>,
+    next_seq: AtomicU64,
+    sse: broadcast::Sender<Arc<LogEntry>>,
+    shutdown: CancellationToken,
+    /// HttpHeaders of subscriptions being created, until their resource exists.
+    pending_secrets: Mutex<HashMap<ResourcePath, Vec<(String, String)>>>,
+}
+
+fn now_micros() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(1)
+}
+
+/// RFC 3339 time of now, for `EventTimestamp`.
+fn timestamp() -> String {
+    humantime::format_rfc3339_seconds(SystemTime::now()).to_string().replace('Z', "+00:00")
+}
+
+fn seq_key(seq: u64) -> String {
+    format!("{seq:020}")
+}
+
+impl EventService {
+    /// Creates the service; call [`EventService::start`] inside the runtime before use.
+    pub fn new(
+        storage: Arc<dyn StorageBackend>,
+        transport: Arc<dyn EventTransport>,
+        config: EventServiceConfig,
+    ) -> Arc<Self> {
+        let (sse, _) = broadcast::channel(1024);
+        Arc::new(EventService {
+            storage,
+            transport,
+            config,
+            settings: RwLock::new(ServiceSettings {
+                enabled: true,
+                retry_attempts: 3,
+                retry_interval: Duration::from_secs(60),
+            }),
+            subs: RwLock::new(HashMap::new()),
+            log: RwLock::new(BTreeMap::new()),
+            publish_lock: tokio::sync::Mutex::new(()),
+            next_seq: AtomicU64::new(now_micros()),
+            sse,
+            shutdown: CancellationToken::new(),
+            pending_secrets: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &EventServiceConfig {
+        &self.config
+    }
+
+    /// Loads the log, the service settings and every stored subscription, and starts their
+    /// workers and the counter flusher.
+    ///
+    /// # Errors
+    /// Storage failures.
+    pub async fn start(self: &Arc<Self>) -> Result<()> {
+        self.reload_settings().await;
+        let mut max_seq = 0;
+        for (_, v) in self.storage.kv_list(NS_LOG).await? {
+            match serde_json::from_value::<LogEntry>(v) {
+                Ok(e) => {
+                    max_seq = max_seq.max(e.last_seq());
+                    self.log.write().insert(e.first_seq, Arc::new(e));
+                }
+                Err(e) => warn!(error = %e, "dropping unreadable event log entry"),
+            }
+        }
+        self.next_seq.fetch_max(max_seq + 1, Ordering::SeqCst);
+        let subs = ResourcePath::parse(SUBSCRIPTIONS)?;
+        for p in self.storage.children(&subs).await? {
+            match self.storage.get(&p).await {
+                Ok(r) if r.type_name() == Some("EventDestination") => {
+                    if let Err(e) = self.register(&p, r.value()).await {
+                        warn!(subscription = %p, error = %e, "stored subscription not loaded");
+                    }
+                }
+                _ => {}
+            }
+        }
+        let me = self.clone();
+        tokio::spawn(async move { me.flush_counters_loop().await });
+        info!(subscriptions = self.subs.read().len(), log = self.log.read().len(), "event service started");
+        Ok(())
+    }
+
+    /// Stops every worker (at shutdown).
+    pub fn stop(&self) {
+        self.shutdown.cancel();
+    }
+
+    /// Re-reads `ServiceEnabled`, `DeliveryRetryAttempts` and `DeliveryRetryIntervalSeconds`.
+    pub async fn reload_settings(&self) {
+        let Ok(path) = ResourcePath::parse(EVENT_SERVICE) else { return };
+        if let Ok(r) = self.storage.get(&path).await {
+            let v = r.value();
+            let mut s = self.settings.write();
+            s.enabled = v.get("ServiceEnabled").and_then(Value::as_bool).unwrap_or(true);
+            if let Some(n) = v.get("DeliveryRetryAttempts").and_then(Value::as_u64) {
+                s.retry_attempts = n.min(u64::from(u32::MAX)) as u32;
+            }
+            if let Some(n) = v.get("DeliveryRetryIntervalSeconds").and_then(Value::as_u64) {
+                s.retry_interval = Duration::from_secs(n);
+            }
+        }
+    }
+
+    /// Publishes the events of one envelope: stamps them, stores the log entry, and wakes the
+    /// workers of the subscriptions they are for. Returns those subscription Ids (sorted).
+    ///
+    /// # Errors
+    /// Storage failures while storing the entry.
+    pub async fn publish(&self, events: Vec<NewEvent>) -> Result<Vec<String>> {
+        if events.is_empty() || !self.settings.read().enabled {
+            return Ok(Vec::new());
+        }
+        let _guard = self.publish_lock.lock().await;
+        let first_seq = self.next_seq.fetch_add(events.len() as u64, Ordering::SeqCst);
+        let ts = timestamp();
+        let mut facts = Vec::with_capacity(events.len());
+        let mut records = Vec::with_capacity(events.len());
+        for (i, e) in events.into_iter().enumerate() {
+            let origin_type = match (&e.origin_type, &e.origin) {
+                (Some(t), _) => Some(t.clone()),
+                (None, Some(o)) => self.storage.get(o).await.ok().and_then(|r| r.type_name().map(str::to_string)),
+                _ => None,
+            };
+            let mut rec = match e.raw {
+                Some(Value::Object(m)) => m,
+                _ => Map::new(),
+            };
+            rec.insert("EventId".into(), Value::String((first_seq + i as u64).to_string()));
+            rec.insert("EventTimestamp".into(), Value::String(ts.clone()));
+            rec.insert("MessageId".into(), Value::String(e.message_id.clone()));
+            if let Some(m) = &e.message {
+                rec.entry("Message").or_insert_with(|| Value::String(m.clone()));
+            }
+            if !e.message_args.is_empty() {
+                rec.insert("MessageArgs".into(), Value::Array(e.message_args.clone()));
+            }
+            if !e.severity.is_empty() {
+                rec.entry("MessageSeverity").or_insert_with(|| Value::String(e.severity.clone()));
+            }
+            if let Some(o) = &e.origin {
+                rec.insert("OriginOfCondition".into(), json!({"@odata.id": o.as_str()}));
+            }
+            records.push(Value::Object(rec));
+            facts.push(Facts {
+                message_id: e.message_id,
+                origin: e.origin.map(|o| o.to_string()),
+                origin_type,
+            });
+        }
+        let mut targets = BTreeMap::new();
+        let subs: Vec<Arc<Subscription>> = self.subs.read().values().cloned().collect();
+        for sub in &subs {
+            let filter = sub.settings.read().filter.clone();
+            let idx: Vec<usize> = facts
+                .iter()
+                .enumerate()
+                .filter(|(_, f)| {
+                    let origin = f.origin.as_deref().and_then(|o| ResourcePath::parse(o).ok());
+                    filter.matches(&EventFacts {
+                        message_id: &f.message_id,
+                        origin: origin.as_ref(),
+                        origin_type: f.origin_type.as_deref(),
+                    })
+                })
+                .map(|(i, _)| i)
+                .collect();
+            if idx.is_empty() {
+                continue;
+            }
+            if sub.counters.pending.load(Ordering::SeqCst) >= self.config.queue_limit {
+                sub.counters.dropped.fetch_add(idx.len() as u64, Ordering::Relaxed);
+                continue;
+            }
+            targets.insert(sub.id.clone(), idx);
+        }
+        let entry = LogEntry { first_seq, events: records, facts, targets };
+        let value = serde_json::to_value(&entry).map_err(|e| crate::Error::Internal { message: e.to_string() })?;
+        self.storage.kv_put(NS_LOG, &seq_key(first_seq), value).await?;
+        let entry = Arc::new(entry);
+        self.log.write().insert(first_seq, entry.clone());
+        let ids: Vec<String> = entry.targets.keys().cloned().collect();
+        for sub in &subs {
+            if entry.targets.contains_key(&sub.id) {
+                sub.counters.pending.fetch_add(1, Ordering::SeqCst);
+                sub.wake.notify_one();
+            }
+        }
+        let _ = self.sse.send(entry);
+        Ok(ids)
+    }
+
+    /// For SSE: a receiver of new entries, then the stored entries after `after` (replay).
+    /// Subscribe first, replay second, and skip duplicates by sequence number.
+    pub fn sse_subscribe(&self, after: Option<u64>) -> (broadcast::Receiver<Arc<LogEntry>>, Vec<Arc<LogEntry>>) {
+        let rx = self.sse.subscribe();
+        let replay = match after {
+            Some(seq) => self.log.read().values().filter(|e| e.last_seq() > seq).cloned().collect(),
+            None => Vec::new(),
+        };
+        (rx, replay)
+    }
+
+    /// Ids of the registered subscriptions, sorted.
+    pub fn subscription_ids(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.subs.read().keys().cloned().collect();
+        v.sort();
+        v
+    }
+
+    /// `(delivered, retried, dropped, pending)` of a subscription.
+    pub fn counters(&self, id: &str) -> Option<(u64, u64, u64, usize)> {
+        self.subs.read().get(id).map(|s| {
+            (
+                s.counters.delivered.load(Ordering::Relaxed),
+                s.counters.retried.load(Ordering::Relaxed),
+                s.counters.dropped.load(Ordering::Relaxed),
+                s.counters.pending.load(Ordering::SeqCst),
+            )
+        })
+    }
+
+    /// Reads the settings of a subscription from its resource and stored secret.
+    async fn settings_of(&self, path: &ResourcePath, v: &Value) -> Result<SubSettings> {
+        let id = path.last().unwrap_or_default();
+        let headers = match self.storage.kv_get(NS_SECRET, id).await? {
+            Some(h) => serde_json::from_value(h).unwrap_or_default(),
+            None => Vec::new(),
+        };
+        let policy = v
+            .get("DeliveryRetryPolicy")
+            .and_then(Value::as_str)
+            .and_then(RetryPolicy::parse)
+            .unwrap_or(RetryPolicy::TerminateAfterRetries);
+        Ok(SubSettings {
+            destination: v.get("Destination").and_then(Value::as_str).unwrap_or_default().to_string(),
+            context: v.get("Context").and_then(Value::as_str).map(str::to_string),
+            headers,
+            filter: SubscriptionFilter::from_destination(v)?,
+            policy,
+        })
+    }
+
+    /// Registers (or re-reads) the subscription stored at `path` and starts its worker.
+    async fn register(self: &Arc<Self>, path: &ResourcePath, v: &Value) -> Result<()> {
+        let id = path.last().unwrap_or_default().to_string();
+        let settings = self.settings_of(path, v).await?;
+        if let Some(existing) = self.subs.read().get(&id).cloned() {
+            *existing.settings.write() = settings;
+            existing.wake.notify_one();
+            return Ok(());
+        }
+        let cursor = match self.storage.kv_get(NS_CURSOR, &id).await? {
+            Some(c) => c.as_u64().unwrap_or(0),
+            None => {
+                let c = self.next_seq.load(Ordering::SeqCst).saturating_sub(1);
+                self.storage.kv_put(NS_CURSOR, &id, json!(c)).await?;
+                c
+            }
+        };
+        let enabled = v.pointer("/Status/State").and_then(Value::as_str) != Some("Suspended");
+        let pending = self.log.read().values().filter(|e| e.first_seq > cursor && e.targets.contains_key(&id)).count();
+        let sub = Arc::new(Subscription {
+            id: id.clone(),
+            path: path.clone(),
+            settings: RwLock::new(settings),
+            counters: Counters { pending: AtomicUsize::new(pending), ..Default::default() },
+            cursor: AtomicU64::new(cursor),
+            enabled: watch::channel(enabled).0,
+            wake: Notify::new(),
+            cancel: self.shutdown.child_token(),
+            flushed: Mutex::new((0, 0, 0, usize::MAX)),
+        });
+        self.subs.write().insert(id, sub.clone());
+        let me = self.clone();
+        tokio::spawn(async move { me.worker(sub).await });
+        Ok(())
+    }
+
+    /// Removes a subscription: stops its worker at once and forgets its cursor and secret.
+    async fn unregister(&self, id: &str) {
+        if let Some(sub) = self.subs.write().remove(id) {
+            sub.cancel.cancel();
+        }
+        let _ = self.storage.kv_delete(NS_CURSOR, id).await;
+        let _ = self.storage.kv_delete(NS_SECRET, id).await;
+        self.trim();
+    }
+
+    /// Sets a subscription's state (Suspend/Resume actions, SuspendRetries), in memory and on
+    /// its resource.
+    async fn set_enabled(&self, id: &str, enabled: bool) -> Result<bool> {
+        let Some(sub) = self.subs.read().get(id).cloned() else { return Ok(false) };
+        sub.enabled.send_replace(enabled);
+        sub.wake.notify_one();
+        let state = if enabled { "Enabled" } else { "Suspended" };
+        self.storage.patch(&sub.path, json!({"Status": {"State": state}}), None).await?;
+        Ok(true)
+    }
+
+    /// The next log entry for `sub` after its cursor.
+    fn next_for(&self, sub: &Subscription) -> Option<Arc<LogEntry>> {
+        let cursor = sub.cursor.load(Ordering::SeqCst);
+        self.log.read().range(cursor + 1..).map(|(_, e)| e).find(|e| e.targets.contains_key(&sub.id)).cloned()
+    }
+
+    /// Delivers `sub`'s queue in order until it is cancelled.
+    async fn worker(self: Arc<Self>, sub: Arc<Subscription>) {
+        let mut enabled_rx = sub.enabled.subscribe();
+        loop {
+            if sub.cancel.is_cancelled() {
+                return;
+            }
+            if !*enabled_rx.borrow_and_update() {
+                tokio::select! {
+                    _ = sub.cancel.cancelled() => return,
+                    _ = enabled_rx.changed() => continue,
+                }
+            }
+            let Some(entry) = self.next_for(&sub) else {
+                tokio::select! {
+                    _ = sub.cancel.cancelled() => return,
+                    _ = sub.wake.notified() => continue,
+                }
+            };
+            if !self.deliver_with_retries(&sub, &entry).await {
+                return;
+            }
+        }
+    }
+
+    /// Delivers one entry, retrying per policy. Returns false when the worker must stop
+    /// (cancelled or the subscription was terminated).
+    async fn deliver_with_retries(&self, sub: &Arc<Subscription>, entry: &LogEntry) -> bool {
+        let mut failures: u32 = 0;
+        loop {
+            let settings = sub.settings.read().clone();
+            let body = envelope(entry, &sub.id, settings.context.as_deref());
+            let result = tokio::select! {
+                _ = sub.cancel.cancelled() => return false,
+                r = self.transport.post(&settings.destination, &settings.headers, body, self.config.attempt_timeout) => r,
+            };
+            match result {
+                Ok(status) if (200..300).contains(&status) => {
+                    sub.counters.delivered.fetch_add(1, Ordering::Relaxed);
+                    sub.counters.pending.fetch_sub(1, Ordering::SeqCst);
+                    sub.cursor.store(entry.last_seq(), Ordering::SeqCst);
+                    if let Err(e) = self.storage.kv_put(NS_CURSOR, &sub.id, json!(entry.last_seq())).await {
+                        warn!(subscription = %sub.id, error = %e, "cursor not stored");
+                    }
+                    self.trim();
+                    return true;
+                }
+                other => {
+                    failures += 1;
+                    sub.counters.retried.fetch_add(1, Ordering::Relaxed);
+                    let service = *self.settings.read();
+                    debug!(subscription = %sub.id, attempt = failures, result = ?other, "delivery failed");
+                    let exhausted = failures > service.retry_attempts;
+                    let wait = match settings.policy {
+                        RetryPolicy::TerminateAfterRetries if exhausted => {
+                            warn!(subscription = %sub.id, "delivery retries exhausted; deleting subscription");
+                            self.terminate(sub).await;
+                            return false;
+                        }
+                        RetryPolicy::SuspendRetries if exhausted => {
+                            warn!(subscription = %sub.id, "delivery retries exhausted; suspending subscription");
+                            if let Err(e) = self.set_enabled(&sub.id, false).await {
+                                warn!(subscription = %sub.id, error = %e, "suspend not stored");
+                            }
+                            return true; // the worker loop waits for a resume, then retries
+                        }
+                        RetryPolicy::RetryForeverWithBackoff => {
+                            let factor = 1u32.checked_shl(failures.saturating_sub(1).min(16)).unwrap_or(u32::MAX);
+                            service.retry_interval.saturating_mul(factor).min(self.config.max_backoff)
+                        }
+                        _ => service.retry_interval,
+                    };
+                    tokio::select! {
+                        _ = sub.cancel.cancelled() => return false,
+                        _ = tokio::time::sleep(wait) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    /// Deletes a subscription whose retries ran out, and tells the other subscribers.
+    async fn terminate(&self, sub: &Arc<Subscription>) {
+        self.unregister(&sub.id).await;
+        match self.storage.delete(&sub.path, None).await {
+            Ok(_) => {
+                let ev = NewEvent::resource(
+                    "ResourceRemoved",
+                    "The resource was removed successfully.",
+                    &sub.path,
+                    Some("EventDestination"),
+                );
+                if let Err(e) = self.publish(vec![ev]).await {
+                    warn!(error = %e, "ResourceRemoved for a terminated subscription not published");
+                }
+            }
+            Err(e) => warn!(subscription = %sub.id, error = %e, "terminated subscription not deleted"),
+        }
+    }
+
+    /// Drops log entries every subscriber has received, keeping the newest `replay_limit`.
+    fn trim(&self) {
+        let subs: Vec<(String, u64)> =
+            self.subs.read().values().map(|s| (s.id.clone(), s.cursor.load(Ordering::SeqCst))).collect();
+        let mut removed = Vec::new();
+        {
+            let mut log = self.log.write();
+            while log.len() > self.config.replay_limit {
+                let Some((&seq, e)) = log.iter().next() else { break };
+                let needed = e.targets.keys().any(|t| subs.iter().any(|(id, c)| id == t && *c < e.last_seq()));
+                if needed {
+                    break;
+                }
+                log.remove(&seq);
+                removed.push(seq);
+            }
+        }
+        if !removed.is_empty() {
+            let storage = self.storage.clone();
+            tokio::spawn(async move {
+                for seq in removed {
+                    let _ = storage.kv_delete(NS_LOG, &seq_key(seq)).await;
+                }
+            });
+        }
+    }
+
+    /// Writes changed delivery counters to the subscription resources, periodically.
+    async fn flush_counters_loop(self: Arc<Self>) {
+        loop {
+            tokio::select! {
+                _ = self.shutdown.cancelled() => return,
+                _ = tokio::time::sleep(self.config.counters_interval) => {}
+            }
+            let subs: Vec<Arc<Subscription>> = self.subs.read().values().cloned().collect();
+            for sub in subs {
+                let now = (
+                    sub.counters.delivered.load(Ordering::Relaxed),
+                    sub.counters.retried.load(Ordering::Relaxed),
+                    sub.counters.dropped.load(Ordering::Relaxed),
+                    sub.counters.pending.load(Ordering::SeqCst),
+                );
+                if *sub.flushed.lock() == now || sub.cancel.is_cancelled() {
+                    continue;
+                }
+                let delta = json!({"Oem": {"Sunfish": {"Delivery": {
+                    "Delivered": now.0, "Retried": now.1, "Dropped": now.2, "Pending": now.3
+                }}}});
+                if self.storage.patch(&sub.path, delta, None).await.is_ok() {
+                    *sub.flushed.lock() = now;
+                }
+            }
+        }
+    }
+}
+
+/// The envelope delivered to one subscription: its matching events and its own `Context`.
+fn envelope(entry: &LogEntry, sub_id: &str, context: Option<&str>) -> Bytes {
+    let events: Vec<&Value> = entry
+        .targets
+        .get(sub_id)
+        .map(|idx| idx.iter().filter_map(|i| entry.events.get(*i)).collect())
+        .unwrap_or_default();
+    let mut env = json!({
+        "@odata.type": EVENT_TYPE,
+        "Id": entry.first_seq.to_string(),
+        "Name": "Event",
+        "Events": events,
+    });
+    if let Some(c) = context {
+        env["Context"] = Value::String(c.to_string());
+    }
+    Bytes::from(serde_json::to_vec(&env).unwrap_or_default())
+}
+
+/// The envelope for SSE clients: all events of the entry accepted by `keep`.
+pub fn sse_envelope(entry: &LogEntry, keep: impl Fn(&Facts) -> bool) -> Option<Value> {
+    let events: Vec<&Value> =
+        entry.events.iter().zip(&entry.facts).filter(|(_, f)| keep(f)).map(|(e, _)| e).collect();
+    if events.is_empty() {
+        return None;
+    }
+    Some(json!({"@odata.type": EVENT_TYPE, "Id": entry.first_seq.to_string(), "Name": "Event", "Events": events}))
+}
