@@ -9,10 +9,13 @@ use serde_json::{Map, Value};
 use tracing::warn;
 
 use crate::action::{split_action_path, ActionHandler, ActionResult};
-use crate::eventservice::{EventService, NewEvent, ResumeSubscription, SubmitTestEvent, SubscriptionHooks, SuspendSubscription};
+use crate::eventservice::{
+    EventService, NewEvent, ResumeSubscription, SubmitTestEvent, SubscriptionHooks, SuspendSubscription,
+};
 use crate::forward::NoForwarder;
 use crate::registry::{entries, lookup};
 use crate::resource::{check_immutable, collection_template, is_collection, type_name};
+use crate::tasks::{task_event, FinalResponse, MonitorState, TaskRef, TaskService};
 use crate::{
     AgentForwarder, AgentForwarderRegistration, Error, EventEnvelope, EventHandler, EventHandlerRegistration,
     Forwarded, ObjectHandler, ObjectHandlerRegistration, Operation, PluginOptions, Resource, ResourcePath, Result,
@@ -35,6 +38,8 @@ struct Inner {
     actions: BTreeMap<String, Arc<dyn ActionHandler>>,
     /// The EventService, when the front end configured one (resource events, subscriptions).
     events: Option<Arc<EventService>>,
+    /// Tasks for writes that complete later.
+    tasks: TaskService,
 }
 
 /// Which plugins to build, by name, with their options tables. The server fills this from
@@ -109,7 +114,8 @@ impl CoreBuilder {
     /// Adds the EventService: its subscription hooks run before any configured object handler,
     /// its actions are registered, and every write through the core publishes a ResourceEvent.
     pub fn event_service(mut self, service: Arc<EventService>) -> Self {
-        self.object_handlers.insert(0, ("eventservice".into(), Arc::new(SubscriptionHooks { service: service.clone() })));
+        self.object_handlers
+            .insert(0, ("eventservice".into(), Arc::new(SubscriptionHooks { service: service.clone() })));
         self = self
             .action("EventService.SubmitTestEvent", Arc::new(SubmitTestEvent { service: service.clone() }))
             .action("EventDestination.SuspendSubscription", Arc::new(SuspendSubscription { service: service.clone() }))
@@ -122,12 +128,13 @@ impl CoreBuilder {
     pub fn build(self) -> Core {
         Core {
             inner: Arc::new(Inner {
-                storage: self.storage,
+                storage: self.storage.clone(),
                 event_handlers: self.event_handlers,
                 object_handlers: self.object_handlers,
                 forwarder: self.forwarder,
                 actions: self.actions,
                 events: self.events,
+                tasks: TaskService::new(self.storage.clone()),
             }),
         }
     }
@@ -200,6 +207,7 @@ impl Core {
     /// # Errors
     /// Storage failures while loading subscriptions and the event log.
     pub async fn start(&self) -> Result<()> {
+        self.inner.tasks.recover().await?;
         if let Some(ev) = &self.inner.events {
             ev.start().await?;
         }
@@ -299,18 +307,165 @@ impl Core {
         }
     }
 
-    /// Runs handlers and the forwarder; returns what to store (`None`: nothing, the agent
-    /// answered without a body and the payload is applied as sent) and whether an agent took it.
-    async fn prepare(&self, op: &mut WriteOp) -> Result<(Option<Value>, bool)> {
+    /// Runs handlers and the forwarder.
+    async fn prepare(&self, op: &mut WriteOp) -> Result<Prepared> {
         self.before(op).await?;
-        match self.inner.forwarder.forward(self, op).await? {
-            Forwarded::NotOwned => Ok((op.payload.clone(), false)),
-            Forwarded::Applied(None) => Ok((op.payload.clone(), true)),
-            Forwarded::Applied(Some(reply)) => Ok((Some(reply), true)),
+        if let Some(p) = op.pending.take() {
+            return Ok(Prepared { to_store: op.payload.clone(), forwarded: false, pending: Some(p) });
+        }
+        Ok(match self.inner.forwarder.forward(self, op).await? {
+            Forwarded::NotOwned => Prepared { to_store: op.payload.clone(), forwarded: false, pending: None },
+            Forwarded::Applied(None) => Prepared { to_store: op.payload.clone(), forwarded: true, pending: None },
+            Forwarded::Applied(Some(reply)) => Prepared { to_store: Some(reply), forwarded: true, pending: None },
+            Forwarded::Running(p) => Prepared { to_store: op.payload.clone(), forwarded: true, pending: Some(p) },
+        })
+    }
+
+    /// Runs a prepared write to the end: at once, or (when work is pending and the caller can
+    /// take a task) as a task whose monitor is returned.
+    async fn execute(
+        &self,
+        op: WriteOp,
+        new_collection: Option<Value>,
+        prepared: Prepared,
+        allow_task: bool,
+    ) -> Result<Outcome> {
+        let Some(pending) = prepared.pending else {
+            let written = self.commit(&op, new_collection, prepared.to_store, prepared.forwarded).await?;
+            self.finish(&op, &written).await;
+            return Ok(Outcome::Done(written));
+        };
+        let Some(work) = pending.take() else {
+            return Err(Error::Internal { message: "pending work already taken".into() });
+        };
+        if !allow_task {
+            let to_store = work.await?.or(prepared.to_store);
+            let written = self.commit(&op, new_collection, to_store, true).await?;
+            self.finish(&op, &written).await;
+            return Ok(Outcome::Done(written));
+        }
+        let task = self.inner.tasks.create(op.operation, &op.path, op.payload.as_ref(), &pending).await?;
+        self.task_event(&task, "TaskStarted", format!("The task with Id '{}' has started.", task.id), "OK", Vec::new())
+            .await;
+        let core = self.clone();
+        let t = task.clone();
+        let mut progress = pending.progress();
+        tokio::spawn(async move {
+            let mut work = work;
+            let result = loop {
+                tokio::select! {
+                    r = &mut work => break r,
+                    changed = progress.changed() => {
+                        if changed.is_err() { break (&mut work).await; }
+                        let pct = *progress.borrow_and_update();
+                        if let Err(e) = core.inner.tasks.set_progress(&t, pct).await {
+                            warn!(task = %t.id, error = %e, "task progress not stored");
+                        }
+                        core.task_event(&t, "TaskProgressChanged",
+                            format!("The task with Id '{}' has changed to progress {pct} percent complete.", t.id),
+                            "OK", vec![Value::String(t.id.clone()), Value::from(pct)]).await;
+                    }
+                }
+            };
+            let outcome = match result {
+                Ok(reply) => {
+                    let to_store = reply.or(prepared.to_store);
+                    match core.commit(&op, new_collection, to_store, true).await {
+                        Ok(written) => {
+                            core.finish(&op, &written).await;
+                            written.final_response()
+                        }
+                        Err(e) => FinalResponse::Failure(e),
+                    }
+                }
+                Err(e) => FinalResponse::Failure(e),
+            };
+            match core.inner.tasks.finish(&t, outcome).await {
+                Ok(key) => {
+                    let text = if key == "TaskCompletedOK" {
+                        format!("The task with Id '{}' has completed.", t.id)
+                    } else {
+                        format!("The task with Id '{}' has completed with errors.", t.id)
+                    };
+                    let sev = if key == "TaskCompletedOK" { "OK" } else { "Critical" };
+                    core.task_event(&t, key, text, sev, Vec::new()).await;
+                }
+                Err(e) => warn!(task = %t.id, error = %e, "task completion not stored"),
+            }
+        });
+        Ok(Outcome::Accepted(task))
+    }
+
+    async fn task_event(&self, task: &TaskRef, key: &str, text: String, severity: &str, args: Vec<Value>) {
+        if let Some(ev) = &self.inner.events {
+            if let Err(e) = ev.publish(vec![task_event(key, &task.id, text, severity, args)]).await {
+                warn!(task = %task.id, error = %e, "task event not published");
+            }
         }
     }
 
-    /// POST `payload` into the collection at `collection`; returns the stored member.
+    /// The storage part of a write.
+    async fn commit(
+        &self,
+        op: &WriteOp,
+        new_collection: Option<Value>,
+        to_store: Option<Value>,
+        forwarded: bool,
+    ) -> Result<Written> {
+        let storage = &self.inner.storage;
+        let if_match = if forwarded { None } else { op.if_match };
+        match op.operation {
+            Operation::Create => {
+                let collection = op
+                    .collection
+                    .as_ref()
+                    .ok_or_else(|| Error::Internal { message: "create without collection".into() })?;
+                let mut obj = into_object(to_store.unwrap_or_default())?;
+                // An agent reply keeps the identity Sunfish assigned.
+                obj.insert("@odata.id".into(), Value::String(op.path.to_string()));
+                obj.entry("Id").or_insert_with(|| Value::String(op.path.last().unwrap_or_default().to_string()));
+                Ok(Written::Created(storage.create(collection, Value::Object(obj), new_collection).await?))
+            }
+            Operation::Replace => {
+                Ok(Written::Updated(storage.replace(&op.path, to_store.unwrap_or_default(), if_match).await?))
+            }
+            Operation::Patch => {
+                let stored = match to_store {
+                    // A full object from the agent replaces ours.
+                    Some(reply) if forwarded && Some(&reply) != op.payload.as_ref() => {
+                        storage.replace(&op.path, reply, None).await?
+                    }
+                    delta => storage.patch(&op.path, delta.unwrap_or_default(), if_match).await?,
+                };
+                Ok(Written::Updated(stored))
+            }
+            Operation::Delete => Ok(Written::Deleted(storage.delete(&op.path, if_match).await?)),
+            Operation::Get => Err(Error::Internal { message: "GET is not a write".into() }),
+        }
+    }
+
+    /// After a committed write: object handlers' `after`, then the ResourceEvent.
+    async fn finish(&self, op: &WriteOp, written: &Written) {
+        let (key, text) = match op.operation {
+            Operation::Create => ("ResourceCreated", "The resource was created successfully."),
+            Operation::Delete => ("ResourceRemoved", "The resource was removed successfully."),
+            _ => ("ResourceChanged", "One or more resource properties have changed."),
+        };
+        self.after(op, written.resource()).await;
+        self.resource_event(key, text, &op.path, &op.resource_type).await;
+    }
+
+    /// POST `payload` into the collection at `collection`; returns the stored member (waiting
+    /// for any pending work).
+    ///
+    /// # Errors
+    /// As [`Core::create_request`].
+    pub async fn create(&self, collection: &ResourcePath, payload: Value) -> Result<Resource> {
+        self.create_inner(collection, payload, false).await?.into_resource()
+    }
+
+    /// POST `payload` into the collection at `collection`, as a client request: a write that
+    /// handlers or the forwarder report as still running becomes a task.
     ///
     /// Ids: with neither `Id` nor `@odata.id` the member gets a UUID v4 Id; a given `@odata.id`
     /// must be a direct member of `collection` and agree with a given `Id`. A collection that
@@ -321,10 +476,27 @@ impl Core {
     /// `PropertyMissing` (`@odata.type`), `NotAllowed` (collection payload, non-collection
     /// target), `PropertyValue` (bad identity), `AlreadyExists`, `NotFound`, handler and agent
     /// errors.
-    pub async fn create(&self, collection: &ResourcePath, payload: Value) -> Result<Resource> {
-        if !payload.is_object() {
+    pub async fn create_request(&self, collection: &ResourcePath, payload: Value) -> Result<Outcome> {
+        self.create_inner(collection, payload, true).await
+    }
+
+    async fn create_inner(&self, collection: &ResourcePath, payload: Value, allow_task: bool) -> Result<Outcome> {
+        let Value::Object(mut obj) = payload else {
             return Err(Error::MalformedJson { reason: "the request body must be a JSON object".into() });
+        };
+        let target = match self.inner.storage.get(collection).await {
+            Ok(r) => Some(r),
+            Err(Error::NotFound { .. }) => None,
+            Err(e) => return Err(e),
+        };
+        // Clients of service-managed collections (subscriptions, sessions, accounts) do not send
+        // `@odata.type`; anywhere else it is required.
+        if !obj.contains_key("@odata.type") {
+            if let Some(t) = target.as_ref().and_then(|c| c.type_name()).and_then(implied_member_type) {
+                obj.insert("@odata.type".into(), Value::String(t.to_string()));
+            }
         }
+        let payload = Value::Object(obj);
         let Some(rtype) = type_name(&payload).map(str::to_string) else {
             return Err(Error::PropertyMissing { property: "@odata.type".into() });
         };
@@ -337,21 +509,16 @@ impl Core {
             });
         }
         let mut obj = into_object(payload)?;
-        let new_collection = match self.inner.storage.get(collection).await {
-            Ok(r) if r.is_collection() => None,
-            Ok(_) => {
+        let new_collection = match target {
+            Some(r) if r.is_collection() => None,
+            Some(_) => {
                 return Err(Error::NotAllowed {
                     path: collection.to_string(),
                     operation: Operation::Create,
-                    allowed: if collection.is_root() {
-                        vec![Operation::Get, Operation::Patch]
-                    } else {
-                        Operation::RESOURCE.to_vec()
-                    },
+                    allowed: if collection.is_root() { vec![Operation::Get, Operation::Patch] } else { Operation::RESOURCE.to_vec() },
                 })
             }
-            Err(Error::NotFound { .. }) => Some(collection_template(collection, &rtype)),
-            Err(e) => return Err(e),
+            None => Some(collection_template(collection, &rtype)),
         };
         let member = member_identity(collection, &mut obj)?;
         let mut op = WriteOp {
@@ -361,20 +528,14 @@ impl Core {
             resource_type: rtype,
             payload: Some(Value::Object(obj)),
             if_match: None,
+            pending: None,
         };
-        let (to_store, _) = self.prepare(&mut op).await?;
-        let mut to_store = into_object(to_store.unwrap_or_default())?;
-        // An agent reply keeps the identity Sunfish assigned.
-        to_store.insert("@odata.id".into(), Value::String(op.path.to_string()));
-        to_store.entry("Id").or_insert_with(|| Value::String(op.path.last().unwrap_or_default().to_string()));
-        let stored = self.inner.storage.create(collection, Value::Object(to_store), new_collection).await?;
-        self.after(&op, Some(&stored)).await;
-        self.resource_event("ResourceCreated", "The resource was created successfully.", &op.path, &op.resource_type).await;
-        Ok(stored)
+        let prepared = self.prepare(&mut op).await?;
+        self.execute(op, new_collection, prepared, allow_task).await
     }
 
     /// The stored resource at `path`, refusing collections for `operation`.
-    async fn writable(&self, path: &ResourcePath, operation: Operation) -> Result<Resource> {
+    async fn writable(&self, path: &ResourcePath, operation: Operation, if_match: Option<u64>) -> Result<Resource> {
         let current = self.inner.storage.get(path).await?;
         if current.is_collection() {
             return Err(Error::NotAllowed {
@@ -383,6 +544,11 @@ impl Core {
                 allowed: Operation::COLLECTION.to_vec(),
             });
         }
+        // Checked early too, so a stale write is never forwarded to an agent; storage checks
+        // again atomically.
+        if if_match.is_some_and(|rev| rev != current.revision()) {
+            return Err(Error::PreconditionFailed { path: path.to_string() });
+        }
         Ok(current)
     }
 
@@ -390,10 +556,28 @@ impl Core {
     /// they are kept; changing them is refused). `if_match` is checked atomically by storage.
     ///
     /// # Errors
+    /// As [`Core::replace_request`].
+    pub async fn replace(&self, path: &ResourcePath, payload: Value, if_match: Option<u64>) -> Result<Resource> {
+        self.replace_inner(path, payload, if_match, false).await?.into_resource()
+    }
+
+    /// PUT as a client request (may become a task).
+    ///
+    /// # Errors
     /// `NotFound`, `NotAllowed` (collection), `PropertyNotWritable`, `PreconditionFailed`,
     /// handler and agent errors.
-    pub async fn replace(&self, path: &ResourcePath, payload: Value, if_match: Option<u64>) -> Result<Resource> {
-        let current = self.writable(path, Operation::Replace).await?;
+    pub async fn replace_request(&self, path: &ResourcePath, payload: Value, if_match: Option<u64>) -> Result<Outcome> {
+        self.replace_inner(path, payload, if_match, true).await
+    }
+
+    async fn replace_inner(
+        &self,
+        path: &ResourcePath,
+        payload: Value,
+        if_match: Option<u64>,
+        allow_task: bool,
+    ) -> Result<Outcome> {
+        let current = self.writable(path, Operation::Replace, if_match).await?;
         let incoming = Value::Object(into_object(payload)?);
         check_immutable(current.value(), &incoming)?;
         let mut obj = into_object(incoming)?;
@@ -410,21 +594,36 @@ impl Core {
             resource_type: current.type_name().unwrap_or_default().to_string(),
             payload: Some(Value::Object(obj)),
             if_match,
+            pending: None,
         };
-        let (to_store, forwarded) = self.prepare(&mut op).await?;
-        let if_match = if forwarded { None } else { if_match };
-        let stored = self.inner.storage.replace(path, to_store.unwrap_or_default(), if_match).await?;
-        self.after(&op, Some(&stored)).await;
-        self.resource_event("ResourceChanged", "One or more resource properties have changed.", path, &op.resource_type).await;
-        Ok(stored)
+        let prepared = self.prepare(&mut op).await?;
+        self.execute(op, None, prepared, allow_task).await
     }
 
     /// PATCH: merges `delta` into the resource at `path` (objects merge, arrays replace).
     ///
     /// # Errors
-    /// As [`Core::replace`].
+    /// As [`Core::replace_request`].
     pub async fn patch(&self, path: &ResourcePath, delta: Value, if_match: Option<u64>) -> Result<Resource> {
-        let current = self.writable(path, Operation::Patch).await?;
+        self.patch_inner(path, delta, if_match, false).await?.into_resource()
+    }
+
+    /// PATCH as a client request (may become a task).
+    ///
+    /// # Errors
+    /// As [`Core::replace_request`].
+    pub async fn patch_request(&self, path: &ResourcePath, delta: Value, if_match: Option<u64>) -> Result<Outcome> {
+        self.patch_inner(path, delta, if_match, true).await
+    }
+
+    async fn patch_inner(
+        &self,
+        path: &ResourcePath,
+        delta: Value,
+        if_match: Option<u64>,
+        allow_task: bool,
+    ) -> Result<Outcome> {
+        let current = self.writable(path, Operation::Patch, if_match).await?;
         let delta = Value::Object(into_object(delta)?);
         check_immutable(current.value(), &delta)?;
         let mut op = WriteOp {
@@ -434,33 +633,34 @@ impl Core {
             resource_type: current.type_name().unwrap_or_default().to_string(),
             payload: Some(delta),
             if_match,
+            pending: None,
         };
-        if let Some(rev) = if_match {
-            if rev != current.revision() {
-                return Err(Error::PreconditionFailed { path: path.to_string() });
-            }
-        }
-        let (to_store, forwarded) = self.prepare(&mut op).await?;
-        let stored = match (forwarded, to_store) {
-            // A full object from the agent replaces ours.
-            (true, Some(reply)) if Some(&reply) != op.payload.as_ref() => {
-                self.inner.storage.replace(path, reply, None).await?
-            }
-            (true, delta) => self.inner.storage.patch(path, delta.unwrap_or_default(), None).await?,
-            (false, delta) => self.inner.storage.patch(path, delta.unwrap_or_default(), if_match).await?,
-        };
-        self.after(&op, Some(&stored)).await;
-        self.resource_event("ResourceChanged", "One or more resource properties have changed.", path, &op.resource_type).await;
-        Ok(stored)
+        let prepared = self.prepare(&mut op).await?;
+        self.execute(op, None, prepared, allow_task).await
     }
 
     /// DELETE: removes the resource, its subtree, its parent entry and every link to it.
     /// Returns the deleted paths.
     ///
     /// # Errors
+    /// As [`Core::delete_request`].
+    pub async fn delete(&self, path: &ResourcePath, if_match: Option<u64>) -> Result<Vec<ResourcePath>> {
+        match self.delete_inner(path, if_match, false).await? {
+            Outcome::Done(Written::Deleted(p)) => Ok(p),
+            _ => Err(Error::Internal { message: "delete did not delete".into() }),
+        }
+    }
+
+    /// DELETE as a client request (may become a task).
+    ///
+    /// # Errors
     /// `NotFound`, `NotAllowed` (root, collections), `PreconditionFailed`, handler and agent
     /// errors.
-    pub async fn delete(&self, path: &ResourcePath, if_match: Option<u64>) -> Result<Vec<ResourcePath>> {
+    pub async fn delete_request(&self, path: &ResourcePath, if_match: Option<u64>) -> Result<Outcome> {
+        self.delete_inner(path, if_match, true).await
+    }
+
+    async fn delete_inner(&self, path: &ResourcePath, if_match: Option<u64>, allow_task: bool) -> Result<Outcome> {
         if path.is_root() {
             return Err(Error::NotAllowed {
                 path: path.to_string(),
@@ -468,12 +668,7 @@ impl Core {
                 allowed: vec![Operation::Get, Operation::Patch],
             });
         }
-        let current = self.writable(path, Operation::Delete).await?;
-        if let Some(rev) = if_match {
-            if rev != current.revision() {
-                return Err(Error::PreconditionFailed { path: path.to_string() });
-            }
-        }
+        let current = self.writable(path, Operation::Delete, if_match).await?;
         let mut op = WriteOp {
             operation: Operation::Delete,
             path: path.clone(),
@@ -481,12 +676,18 @@ impl Core {
             resource_type: current.type_name().unwrap_or_default().to_string(),
             payload: None,
             if_match,
+            pending: None,
         };
-        let (_, forwarded) = self.prepare(&mut op).await?;
-        let removed = self.inner.storage.delete(path, if forwarded { None } else { if_match }).await?;
-        self.after(&op, None).await;
-        self.resource_event("ResourceRemoved", "The resource was removed successfully.", path, &op.resource_type).await;
-        Ok(removed)
+        let prepared = self.prepare(&mut op).await?;
+        self.execute(op, None, prepared, allow_task).await
+    }
+
+    /// What the task monitor of task `id` answers.
+    ///
+    /// # Errors
+    /// `NotFound` for an unknown task.
+    pub async fn task_monitor(&self, id: &str) -> Result<MonitorState> {
+        self.inner.tasks.monitor(id).await
     }
 
     /// Handles an event envelope from `/EventListener`: validates it and dispatches **every**
@@ -522,6 +723,83 @@ impl Core {
             })
             .collect();
         service.publish(events).await
+    }
+}
+
+/// Member types implied by the collections the service manages itself, for POST bodies
+/// without `@odata.type` (as Redfish clients send them).
+const IMPLIED_MEMBER_TYPES: [(&str, &str); 4] = [
+    ("EventDestinationCollection", "#EventDestination.v1_16_0.EventDestination"),
+    ("SessionCollection", "#Session.v1_8_0.Session"),
+    ("ManagerAccountCollection", "#ManagerAccount.v1_14_1.ManagerAccount"),
+    ("AggregationSourceCollection", "#AggregationSource.v1_5_0.AggregationSource"),
+];
+
+fn implied_member_type(collection_type: &str) -> Option<&'static str> {
+    IMPLIED_MEMBER_TYPES.iter().find(|(c, _)| *c == collection_type).map(|(_, t)| *t)
+}
+
+/// What a prepared write still needs.
+struct Prepared {
+    to_store: Option<Value>,
+    forwarded: bool,
+    pending: Option<crate::tasks::Pending>,
+}
+
+/// The result of a committed write.
+#[derive(Debug, Clone)]
+pub enum Written {
+    /// A new member (201).
+    Created(Resource),
+    /// A replaced or patched resource (200).
+    Updated(Resource),
+    /// Deleted paths (204).
+    Deleted(Vec<ResourcePath>),
+}
+
+impl Written {
+    /// The stored resource, if the write left one.
+    pub fn resource(&self) -> Option<&Resource> {
+        match self {
+            Written::Created(r) | Written::Updated(r) => Some(r),
+            Written::Deleted(_) => None,
+        }
+    }
+
+    fn final_response(&self) -> FinalResponse {
+        match self {
+            Written::Created(r) => FinalResponse::Success {
+                status: 201,
+                location: r.value().get("@odata.id").and_then(Value::as_str).map(str::to_string),
+                body: Some(r.value().clone()),
+            },
+            Written::Updated(r) => {
+                FinalResponse::Success { status: 200, location: None, body: Some(r.value().clone()) }
+            }
+            Written::Deleted(_) => FinalResponse::Success { status: 204, location: None, body: None },
+        }
+    }
+}
+
+/// How a client write ended: done now, or accepted as a task.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    /// Completed.
+    Done(Written),
+    /// Still running; the client polls the task monitor.
+    Accepted(TaskRef),
+}
+
+impl Outcome {
+    /// The stored resource of a completed create/replace/patch.
+    ///
+    /// # Errors
+    /// `Internal` for a task or a delete (callers that cannot take tasks never get one).
+    pub fn into_resource(self) -> Result<Resource> {
+        match self {
+            Outcome::Done(Written::Created(r) | Written::Updated(r)) => Ok(r),
+            _ => Err(Error::Internal { message: "the write left no resource".into() }),
+        }
     }
 }
 

@@ -9,7 +9,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// A request failed. Each variant is a failure a caller can act on; its doc names the HTTP status
 /// and the Base registry MessageId it becomes.
-#[derive(Debug, thiserror::Error, Clone, PartialEq)]
+#[derive(Debug, thiserror::Error, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 #[non_exhaustive]
 pub enum Error {
     /// 404 `ResourceNotFound`: nothing is stored at `path`.

@@ -19,6 +19,9 @@ pub enum Forwarded {
     /// (already translated to Sunfish URIs); `None` means "apply the original payload locally"
     /// (an agent that answered 204).
     Applied(Option<Value>),
+    /// The agent accepted the write and is still working on it: the client gets a task; the
+    /// work's output is stored as with `Applied` when it completes.
+    Running(crate::tasks::Pending),
 }
 
 /// Decides ownership and forwards writes to agents.

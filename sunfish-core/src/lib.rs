@@ -31,6 +31,7 @@ pub mod path;
 pub mod registry;
 pub mod resource;
 pub mod storage;
+pub mod tasks;
 pub mod tree;
 
 #[cfg(feature = "test-util")]
@@ -39,7 +40,7 @@ pub mod test_util;
 use std::future::Future;
 use std::pin::Pin;
 
-pub use crate::core::{Core, CoreBuilder, PluginSelection};
+pub use crate::core::{Core, CoreBuilder, Outcome, PluginSelection, Written};
 pub use error::{Error, Result, StartupError};
 pub use event::{EventEnvelope, EventHandler, EventHandlerRegistration, EventRecord};
 pub use forward::{AgentForwarder, AgentForwarderRegistration, Forwarded};

@@ -10,7 +10,7 @@ use serde_json::Value;
 use crate::{Core, PluginOptions, Resource, ResourcePath, Result, StartupError};
 
 /// What a request does to a resource. Closed set: the server maps HTTP methods onto it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 pub enum Operation {
     /// GET/HEAD.
     Get,
@@ -59,6 +59,9 @@ pub struct WriteOp {
     pub payload: Option<Value>,
     /// The `If-Match` revision, if the client sent one.
     pub if_match: Option<u64>,
+    /// Set by an object handler's `before` when the write completes later: the client gets a
+    /// task, and the work's output is stored when it finishes.
+    pub pending: Option<crate::tasks::Pending>,
 }
 
 /// Hooks around writes. One handler may serve several types; `resource_types` lists them, or

@@ -27,6 +27,10 @@ pub struct ServerConfig {
     pub aggregation: AggregationConfig,
     /// `[log]`: logging.
     pub log: LogConfig,
+    /// `[events]`: event delivery tuning.
+    pub events: EventsConfig,
+    /// `[outbound]`: which hosts the service may connect to.
+    pub outbound: OutboundConfig,
 }
 
 impl Default for ServerConfig {
@@ -38,7 +42,81 @@ impl Default for ServerConfig {
             objects: ObjectsConfig::default(),
             aggregation: AggregationConfig::default(),
             log: LogConfig::default(),
+            events: EventsConfig::default(),
+            outbound: OutboundConfig::default(),
         }
+    }
+}
+
+/// `[events]`: see `conf/default.toml`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct EventsConfig {
+    /// Events waiting per subscription before new ones are dropped for it.
+    pub queue_limit: usize,
+    /// Envelopes kept for SSE `Last-Event-ID` replay.
+    pub replay_limit: usize,
+    /// Timeout of one delivery attempt, in milliseconds.
+    pub attempt_timeout_ms: u64,
+    /// Longest wait between attempts under `RetryForeverWithBackoff`, in milliseconds.
+    pub max_backoff_ms: u64,
+    /// How often delivery counters are written to subscriptions, in milliseconds.
+    pub counters_interval_ms: u64,
+    /// Most subscriptions accepted.
+    pub max_subscriptions: usize,
+    /// Interval of SSE keep-alive comments, in milliseconds.
+    pub sse_keepalive_ms: u64,
+}
+
+impl Default for EventsConfig {
+    fn default() -> Self {
+        EventsConfig {
+            queue_limit: 100_000,
+            replay_limit: 1_000,
+            attempt_timeout_ms: 10_000,
+            max_backoff_ms: 300_000,
+            counters_interval_ms: 1_000,
+            max_subscriptions: 1_000,
+            sse_keepalive_ms: 15_000,
+        }
+    }
+}
+
+/// `[outbound]`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutboundConfig {
+    /// CIDR blocks, addresses, host names and `*.suffix` wildcards the service may connect to.
+    pub allow: Vec<String>,
+}
+
+impl Default for OutboundConfig {
+    fn default() -> Self {
+        OutboundConfig { allow: vec!["127.0.0.0/8".into(), "::1/128".into(), "localhost".into()] }
+    }
+}
+
+impl EventsConfig {
+    /// The core's EventService configuration.
+    ///
+    /// # Errors
+    /// A bad `outbound.allow` entry.
+    pub fn to_core(
+        &self,
+        outbound: &OutboundConfig,
+    ) -> Result<sunfish_core::eventservice::EventServiceConfig, StartupError> {
+        use std::time::Duration;
+        let policy = sunfish_core::outbound::OutboundPolicy::parse(&outbound.allow)
+            .map_err(|e| StartupError::Config(format!("outbound.allow: {e}")))?;
+        Ok(sunfish_core::eventservice::EventServiceConfig {
+            queue_limit: self.queue_limit,
+            replay_limit: self.replay_limit,
+            attempt_timeout: Duration::from_millis(self.attempt_timeout_ms),
+            max_backoff: Duration::from_millis(self.max_backoff_ms),
+            counters_interval: Duration::from_millis(self.counters_interval_ms.max(10)),
+            max_subscriptions: self.max_subscriptions,
+            outbound: policy,
+        })
     }
 }
 

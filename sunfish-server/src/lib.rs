@@ -11,11 +11,14 @@ pub mod config;
 pub mod error;
 pub mod routes;
 pub mod seed;
+pub mod sse;
+pub mod transport;
 
 use std::future::Future;
 use std::sync::Arc;
 
 use axum::Router;
+use sunfish_core::eventservice::EventService;
 use sunfish_core::{Core, StartupError};
 use tokio::net::TcpListener;
 
@@ -28,6 +31,11 @@ pub struct AppState {
     pub core: Core,
     /// `[server]` settings used per request (limits).
     pub http: Arc<config::HttpConfig>,
+    /// `[events]` settings used by the SSE endpoint.
+    pub events: Arc<config::EventsConfig>,
+    /// Cancelled when shutdown starts, so long-lived responses (SSE) end and graceful shutdown
+    /// can complete.
+    pub shutdown: tokio_util::sync::CancellationToken,
 }
 
 /// Builds the service from configuration: every plugin, then the seed for an empty store.
@@ -35,9 +43,22 @@ pub struct AppState {
 /// # Errors
 /// Unknown plugins, bad options, a store that cannot open or be seeded.
 pub async fn build(config: &ServerConfig) -> Result<AppState, StartupError> {
-    let core = Core::from_plugins(config.plugins()).await?;
+    let builder = Core::builder_from_plugins(config.plugins()).await?;
+    let transport = transport::HttpTransport::new()
+        .map_err(|e| StartupError::Io { what: "HTTP client".into(), reason: e.to_string() })?;
+    let events =
+        EventService::new(builder.storage().clone(), Arc::new(transport), config.events.to_core(&config.outbound)?);
+    let core = builder.event_service(events).build();
     seed::apply(&core, &config.storage.seed).await?;
-    Ok(AppState { core, http: Arc::new(config.server.clone()) })
+    core.start()
+        .await
+        .map_err(|e| StartupError::Io { what: "starting the event service".into(), reason: e.to_string() })?;
+    Ok(AppState {
+        core,
+        http: Arc::new(config.server.clone()),
+        events: Arc::new(config.events.clone()),
+        shutdown: Default::default(),
+    })
 }
 
 /// The router: every path goes to one dispatcher.
@@ -56,6 +77,12 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let core = state.core.clone();
+    let token = state.shutdown.clone();
+    let shutdown = async move {
+        shutdown.await;
+        token.cancel();
+    };
     axum::serve(listener, app(state)).with_graceful_shutdown(shutdown).await?;
+    core.stop();
     core.storage().close().await.map_err(|e| std::io::Error::other(e.to_string()))
 }

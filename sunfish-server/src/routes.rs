@@ -8,7 +8,13 @@ use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use serde_json::{json, Value};
+use sunfish_core::action::ActionResult;
+use sunfish_core::tasks::{FinalResponse, MonitorState, TASK_MONITORS};
 use sunfish_core::{Error, Operation, Resource, ResourcePath};
+use sunfish_core::{Outcome, Written};
+
+/// Where the SSE stream is served (`ServerSentEventUri`).
+pub const SSE_PATH: &str = "/redfish/v1/EventService/SSE";
 
 use crate::error::ApiError;
 use crate::AppState;
@@ -48,6 +54,30 @@ async fn handle(state: &AppState, req: Request) -> Result<Response, ApiError> {
     }
     let path = ResourcePath::parse(&raw)?;
     let core = &state.core;
+    if path.as_str() == SSE_PATH && state.core.events().is_some() {
+        return match method {
+            Method::GET => crate::sse::stream(state, &parts.headers, parts.uri.query()),
+            _ => Err(ApiError::MethodNotAllowed(vec![Operation::Get])),
+        };
+    }
+    if let Some(id) = path.parent().filter(|p| p.as_str() == TASK_MONITORS).and(path.last()) {
+        return match method {
+            Method::GET | Method::HEAD => monitor_response(core.task_monitor(id).await?, &method),
+            _ => Err(ApiError::MethodNotAllowed(vec![Operation::Get])),
+        };
+    }
+    if core.is_action(&path) {
+        return match method {
+            Method::POST => {
+                let payload = read_json_or_empty(state, &parts.headers, body).await?;
+                match core.action(&path, payload).await? {
+                    ActionResult::NoContent => Ok(no_content()),
+                    ActionResult::Body(v) => Ok(json_response(StatusCode::OK, Bytes::from(v.to_string()), &method)),
+                }
+            }
+            _ => Err(ApiError::MethodNotAllowed(vec![Operation::Create])),
+        };
+    }
     match method {
         Method::GET | Method::HEAD => {
             let res = core.get(&path).await?;
@@ -62,36 +92,82 @@ async fn handle(state: &AppState, req: Request) -> Result<Response, ApiError> {
         }
         Method::POST => {
             let payload = read_json(state, &parts.headers, body).await?;
-            let res = core.create(&path, payload).await?;
-            let mut r = resource_response(StatusCode::CREATED, &res, &method);
+            Ok(outcome_response(core.create_request(&path, payload).await?, &method))
+        }
+        Method::PUT => {
+            let if_match = if_match(&parts.headers);
+            let payload = read_json(state, &parts.headers, body).await?;
+            Ok(outcome_response(core.replace_request(&path, payload, if_match).await?, &method))
+        }
+        Method::PATCH => {
+            let if_match = if_match(&parts.headers);
+            let payload = read_json(state, &parts.headers, body).await?;
+            Ok(outcome_response(core.patch_request(&path, payload, if_match).await?, &method))
+        }
+        Method::DELETE => Ok(outcome_response(core.delete_request(&path, if_match(&parts.headers)).await?, &method)),
+        _ => {
+            let res = core.get(&path).await?;
+            Err(ApiError::MethodNotAllowed(allowed_for(&path, &res)))
+        }
+    }
+}
+
+/// Seconds a client should wait before polling a task monitor again.
+const RETRY_AFTER_SECONDS: &str = "1";
+
+/// The response to a client write: the written resource, or 202 with the task monitor.
+fn outcome_response(outcome: Outcome, method: &Method) -> Response {
+    match outcome {
+        Outcome::Done(Written::Created(res)) => {
+            let mut r = resource_response(StatusCode::CREATED, &res, method);
             if let Some(loc) =
                 res.value().get("@odata.id").and_then(Value::as_str).and_then(|l| HeaderValue::from_str(l).ok())
             {
                 r.headers_mut().insert(header::LOCATION, loc);
             }
+            r
+        }
+        Outcome::Done(Written::Updated(res)) => resource_response(StatusCode::OK, &res, method),
+        Outcome::Done(Written::Deleted(_)) => no_content(),
+        Outcome::Accepted(task) => accepted(&task.monitor, task.task.as_str(), method),
+    }
+}
+
+/// 202 Accepted pointing at a task monitor, with the task as body.
+fn accepted(monitor: &str, task: &str, method: &Method) -> Response {
+    let body = Bytes::from(json!({"@odata.id": task, "TaskMonitor": monitor}).to_string());
+    let mut r = json_response(StatusCode::ACCEPTED, body, method);
+    if let Ok(v) = HeaderValue::from_str(monitor) {
+        r.headers_mut().insert(header::LOCATION, v);
+    }
+    r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECONDS));
+    r
+}
+
+fn no_content() -> Response {
+    let mut r = StatusCode::NO_CONTENT.into_response();
+    r.headers_mut().insert("OData-Version", HeaderValue::from_static("4.0"));
+    r
+}
+
+/// A task monitor: 202 while the task runs, then the write's final response.
+fn monitor_response(state: MonitorState, method: &Method) -> Result<Response, ApiError> {
+    match state {
+        MonitorState::Running { task, .. } => {
+            let monitor = format!("{TASK_MONITORS}/{}", task.last().unwrap_or_default());
+            Ok(accepted(&monitor, task.as_str(), method))
+        }
+        MonitorState::Done(FinalResponse::Failure(e)) => Err(e.into()),
+        MonitorState::Done(FinalResponse::Success { status, location, body }) => {
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+            let mut r = match body {
+                Some(b) => json_response(status, Bytes::from(b.to_string()), method),
+                None => no_content(),
+            };
+            if let Some(l) = location.and_then(|l| HeaderValue::from_str(&l).ok()) {
+                r.headers_mut().insert(header::LOCATION, l);
+            }
             Ok(r)
-        }
-        Method::PUT => {
-            let if_match = if_match(&parts.headers);
-            let payload = read_json(state, &parts.headers, body).await?;
-            let res = core.replace(&path, payload, if_match).await?;
-            Ok(resource_response(StatusCode::OK, &res, &method))
-        }
-        Method::PATCH => {
-            let if_match = if_match(&parts.headers);
-            let payload = read_json(state, &parts.headers, body).await?;
-            let res = core.patch(&path, payload, if_match).await?;
-            Ok(resource_response(StatusCode::OK, &res, &method))
-        }
-        Method::DELETE => {
-            core.delete(&path, if_match(&parts.headers)).await?;
-            let mut r = StatusCode::NO_CONTENT.into_response();
-            r.headers_mut().insert("OData-Version", HeaderValue::from_static("4.0"));
-            Ok(r)
-        }
-        _ => {
-            let res = core.get(&path).await?;
-            Err(ApiError::MethodNotAllowed(allowed_for(&path, &res)))
         }
     }
 }
@@ -144,6 +220,16 @@ fn if_match(headers: &HeaderMap) -> Option<u64> {
     }
     let tag = v.split(',').next().unwrap_or_default().trim().trim_start_matches("W/").trim_matches('"');
     Some(u64::from_str_radix(tag, 16).unwrap_or(0))
+}
+
+/// An action body: JSON like any other, but an empty body means `{}` (actions without
+/// parameters are often posted with none).
+async fn read_json_or_empty(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Value, ApiError> {
+    let empty = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()) == Some("0");
+    if empty {
+        return Ok(json!({}));
+    }
+    read_json(state, headers, body).await
 }
 
 /// Reads a JSON request body within the configured limit. A declared non-JSON media type is

@@ -57,7 +57,9 @@ fn string_list(v: &Value, prop: &str) -> Result<Vec<String>> {
         None | Some(Value::Null) => Ok(Vec::new()),
         Some(Value::Array(items)) => items
             .iter()
-            .map(|i| i.as_str().map(str::to_string).ok_or_else(|| Error::property_value(prop, "entries must be strings")))
+            .map(|i| {
+                i.as_str().map(str::to_string).ok_or_else(|| Error::property_value(prop, "entries must be strings"))
+            })
             .collect(),
         Some(_) => Err(Error::property_value(prop, "must be an array")),
     }
@@ -147,7 +149,8 @@ impl SubscriptionFilter {
         }
         if !self.origin_resources.is_empty() {
             let Some(origin) = e.origin else { return false };
-            let hit = self.origin_resources.iter().any(|o| if self.subordinate { origin.is_within(o) } else { origin == o });
+            let hit =
+                self.origin_resources.iter().any(|o| if self.subordinate { origin.is_within(o) } else { origin == o });
             if !hit {
                 return false;
             }
@@ -211,7 +214,9 @@ mod tests {
         let s1 = ResourcePath::parse("/redfish/v1/Systems/1").unwrap();
         let s10 = ResourcePath::parse("/redfish/v1/Systems/10").unwrap();
         let bios = ResourcePath::parse("/redfish/v1/Systems/1/Bios").unwrap();
-        let exact = SubscriptionFilter::from_destination(&json!({"OriginResources": [{"@odata.id": "/redfish/v1/Systems/1"}]})).unwrap();
+        let exact =
+            SubscriptionFilter::from_destination(&json!({"OriginResources": [{"@odata.id": "/redfish/v1/Systems/1"}]}))
+                .unwrap();
         assert!(exact.matches(&facts("X.1.Y", Some(&s1), None)));
         assert!(!exact.matches(&facts("X.1.Y", Some(&bios), None)));
         let sub = SubscriptionFilter::from_destination(

@@ -395,11 +395,7 @@ impl EventService {
                 rec.insert("OriginOfCondition".into(), json!({"@odata.id": o.as_str()}));
             }
             records.push(Value::Object(rec));
-            facts.push(Facts {
-                message_id: e.message_id,
-                origin: e.origin.map(|o| o.to_string()),
-                origin_type,
-            });
+            facts.push(Facts { message_id: e.message_id, origin: e.origin.map(|o| o.to_string()), origin_type });
         }
         let mut targets = BTreeMap::new();
         let subs: Vec<Arc<Subscription>> = self.subs.read().values().cloned().collect();
@@ -734,8 +730,7 @@ fn envelope(entry: &LogEntry, sub_id: &str, context: Option<&str>) -> Bytes {
 
 /// The envelope for SSE clients: all events of the entry accepted by `keep`.
 pub fn sse_envelope(entry: &LogEntry, keep: impl Fn(&Facts) -> bool) -> Option<Value> {
-    let events: Vec<&Value> =
-        entry.events.iter().zip(&entry.facts).filter(|(_, f)| keep(f)).map(|(e, _)| e).collect();
+    let events: Vec<&Value> = entry.events.iter().zip(&entry.facts).filter(|(_, f)| keep(f)).map(|(e, _)| e).collect();
     if events.is_empty() {
         return None;
     }

@@ -62,7 +62,10 @@ impl SubscriptionHooks {
         }
         if let Some(t) = v.get("SubscriptionType") {
             if t != "RedfishEvent" {
-                return Err(Error::property_value("SubscriptionType", "only RedfishEvent can be created; use the ServerSentEventUri for SSE"));
+                return Err(Error::property_value(
+                    "SubscriptionType",
+                    "only RedfishEvent can be created; use the ServerSentEventUri for SSE",
+                ));
             }
         }
         if let Some(f) = v.get("EventFormatType") {
@@ -105,7 +108,10 @@ impl ObjectHandler for SubscriptionHooks {
                 if self.service.subs.read().len() >= self.service.config.max_subscriptions {
                     return Err(Error::NotPermitted {
                         property: "Destination".into(),
-                        reason: format!("the service holds its maximum of {} subscriptions", self.service.config.max_subscriptions),
+                        reason: format!(
+                            "the service holds its maximum of {} subscriptions",
+                            self.service.config.max_subscriptions
+                        ),
                     });
                 }
                 body.entry("Protocol").or_insert_with(|| json!("Redfish"));
@@ -158,7 +164,10 @@ impl ObjectHandler for SubscriptionHooks {
             (Operation::Create, Some(r)) => {
                 let headers = self.service.pending_secrets.lock().remove(&op.path).unwrap_or_default();
                 if !headers.is_empty() {
-                    self.service.storage.kv_put(NS_SECRET, &id, serde_json::to_value(headers).unwrap_or_default()).await?;
+                    self.service
+                        .storage
+                        .kv_put(NS_SECRET, &id, serde_json::to_value(headers).unwrap_or_default())
+                        .await?;
                 }
                 self.service.register(&op.path, r.value()).await?;
             }
@@ -191,11 +200,15 @@ impl ActionHandler for SubmitTestEvent {
         };
         let origin = match body.get("OriginOfCondition") {
             None | Some(Value::Null) => None,
-            Some(Value::String(s)) => Some(ResourcePath::parse_link(s).map_err(|e| Error::property_value("OriginOfCondition", e.to_string()))?),
+            Some(Value::String(s)) => Some(
+                ResourcePath::parse_link(s).map_err(|e| Error::property_value("OriginOfCondition", e.to_string()))?,
+            ),
             Some(Value::Object(o)) => o
                 .get("@odata.id")
                 .and_then(Value::as_str)
-                .map(|s| ResourcePath::parse_link(s).map_err(|e| Error::property_value("OriginOfCondition", e.to_string())))
+                .map(|s| {
+                    ResourcePath::parse_link(s).map_err(|e| Error::property_value("OriginOfCondition", e.to_string()))
+                })
                 .transpose()?,
             Some(_) => return Err(Error::property_value("OriginOfCondition", "must be a URI")),
         };

@@ -1,0 +1,52 @@
+//! Outbound HTTP for event delivery, with reqwest. Redirects are not followed (a destination
+//! could otherwise bounce deliveries to a host the outbound policy refuses), proxies from the
+//! environment are ignored, and every attempt has its own timeout.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use sunfish_core::eventservice::EventTransport;
+
+/// Delivers event envelopes over HTTP(S).
+#[derive(Debug, Clone)]
+pub struct HttpTransport {
+    client: reqwest::Client,
+}
+
+impl HttpTransport {
+    /// A transport with its own connection pool.
+    ///
+    /// # Errors
+    /// TLS initialisation failures of the HTTP client.
+    pub fn new() -> Result<Self, reqwest::Error> {
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .user_agent(concat!("sunfish-rs/", env!("CARGO_PKG_VERSION")))
+            .pool_max_idle_per_host(4)
+            .build()?;
+        Ok(HttpTransport { client })
+    }
+}
+
+#[async_trait]
+impl EventTransport for HttpTransport {
+    async fn post(
+        &self,
+        destination: &str,
+        headers: &[(String, String)],
+        body: Bytes,
+        timeout: Duration,
+    ) -> Result<u16, String> {
+        let mut req = self.client.post(destination).timeout(timeout).header("Content-Type", "application/json");
+        for (k, v) in headers {
+            req = req.header(k.as_str(), v.as_str());
+        }
+        match req.body(body).send().await {
+            Ok(resp) => Ok(resp.status().as_u16()),
+            Err(e) if e.is_timeout() => Err("timed out".into()),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+}
