@@ -12,7 +12,7 @@ use serde_json::Value;
 use sunfish_core::{PluginSelection, StartupError};
 
 /// The whole configuration of `sunfish-server`.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerConfig {
     /// `[server]`: listening and HTTP limits.
@@ -28,6 +28,12 @@ pub struct ServerConfig {
     /// `[log]`: logging.
     pub log: LogConfig,
     /// `[events]`: event delivery tuning.
+    pub events: EventsConfig,
+    /// `[outbound]`: which hosts the service may connect to.
+    pub outbound: OutboundConfig,
+}
+
+/// `[events]`: event delivery tuning.
     pub events: EventsConfig,
     /// `[outbound]`: which hosts the service may connect to.
     pub outbound: OutboundConfig,
