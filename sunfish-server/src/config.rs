@@ -33,27 +33,6 @@ pub struct ServerConfig {
     pub outbound: OutboundConfig,
 }
 
-/// `[events]`: event delivery tuning.
-    pub events: EventsConfig,
-    /// `[outbound]`: which hosts the service may connect to.
-    pub outbound: OutboundConfig,
-}
-
-impl Default for ServerConfig {
-    fn default() -> Self {
-        ServerConfig {
-            server: HttpConfig::default(),
-            storage: StorageConfig::default(),
-            event_handlers: BTreeMap::new(),
-            objects: ObjectsConfig::default(),
-            aggregation: AggregationConfig::default(),
-            log: LogConfig::default(),
-            events: EventsConfig::default(),
-            outbound: OutboundConfig::default(),
-        }
-    }
-}
-
 /// `[events]`: see `conf/default.toml`.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
