@@ -515,7 +515,11 @@ impl Core {
                 return Err(Error::NotAllowed {
                     path: collection.to_string(),
                     operation: Operation::Create,
-                    allowed: if collection.is_root() { vec![Operation::Get, Operation::Patch] } else { Operation::RESOURCE.to_vec() },
+                    allowed: if collection.is_root() {
+                        vec![Operation::Get, Operation::Patch]
+                    } else {
+                        Operation::RESOURCE.to_vec()
+                    },
                 })
             }
             None => Some(collection_template(collection, &rtype)),

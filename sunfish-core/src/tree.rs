@@ -25,19 +25,86 @@ pub enum Change {
     KvRemove(String, String),
 }
 
+/// A previous value, recorded while a transaction is open so it can be rolled back.
+#[derive(Debug)]
+enum UndoEntry {
+    Resource(ResourcePath, Option<Resource>),
+    Kv((String, String), Option<Value>),
+}
+
 /// The whole store in memory: resources by path, private records, and the revision counter.
 #[derive(Debug)]
 pub struct ResourceTree {
     resources: BTreeMap<ResourcePath, Resource>,
     kv: BTreeMap<(String, String), Value>,
     next_revision: u64,
+    /// Previous values of what the open transaction changed ([`ResourceTree::begin`]).
+    undo: Option<Vec<UndoEntry>>,
 }
 
 impl ResourceTree {
     /// An empty tree whose first revision is `first_revision`. Persistent backends pass the
     /// start time in microseconds so that ETags never repeat across restarts.
     pub fn new(first_revision: u64) -> Self {
-        ResourceTree { resources: BTreeMap::new(), kv: BTreeMap::new(), next_revision: first_revision.max(1) }
+        ResourceTree {
+            resources: BTreeMap::new(),
+            kv: BTreeMap::new(),
+            next_revision: first_revision.max(1),
+            undo: None,
+        }
+    }
+
+    /// Starts recording previous values, so that a persistent backend can undo a mutation its
+    /// storage refuses ([`ResourceTree::rollback`]) or keep it ([`ResourceTree::commit`]).
+    pub fn begin(&mut self) {
+        self.undo = Some(Vec::new());
+    }
+
+    /// Keeps what was changed since [`ResourceTree::begin`].
+    pub fn commit(&mut self) {
+        self.undo = None;
+    }
+
+    /// Restores every value changed since [`ResourceTree::begin`] (revisions are not reused).
+    pub fn rollback(&mut self) {
+        for entry in self.undo.take().unwrap_or_default().into_iter().rev() {
+            match entry {
+                UndoEntry::Resource(p, Some(r)) => {
+                    self.resources.insert(p, r);
+                }
+                UndoEntry::Resource(p, None) => {
+                    self.resources.remove(&p);
+                }
+                UndoEntry::Kv(k, Some(v)) => {
+                    self.kv.insert(k, v);
+                }
+                UndoEntry::Kv(k, None) => {
+                    self.kv.remove(&k);
+                }
+            }
+        }
+    }
+
+    fn set_resource(&mut self, path: ResourcePath, value: Option<Resource>) {
+        let previous = match value {
+            Some(r) => self.resources.insert(path.clone(), r),
+            None => self.resources.remove(&path),
+        };
+        if let Some(undo) = self.undo.as_mut() {
+            undo.push(UndoEntry::Resource(path, previous));
+        }
+    }
+
+    fn set_kv(&mut self, key: (String, String), value: Option<Value>) -> bool {
+        let previous = match value {
+            Some(v) => self.kv.insert(key.clone(), v),
+            None => self.kv.remove(&key),
+        };
+        let existed = previous.is_some();
+        if let Some(undo) = self.undo.as_mut() {
+            undo.push(UndoEntry::Kv(key, previous));
+        }
+        existed
     }
 
     fn bump(&mut self) -> u64 {
@@ -48,7 +115,7 @@ impl ResourceTree {
 
     fn put(&mut self, path: ResourcePath, value: Value, changes: &mut Vec<Change>) -> Resource {
         let res = Resource::new(value, self.bump());
-        self.resources.insert(path.clone(), res.clone());
+        self.set_resource(path.clone(), Some(res.clone()));
         changes.push(Change::Put(path, res.clone()));
         res
     }
@@ -207,7 +274,7 @@ impl ResourceTree {
         let removed = self.subtree(path);
         let mut changes = Vec::new();
         for p in &removed {
-            self.resources.remove(p);
+            self.set_resource(p.clone(), None);
             changes.push(Change::Remove(p.clone()));
         }
         // Every remaining resource loses its links into the deleted subtree; for the parent this
@@ -258,13 +325,13 @@ impl ResourceTree {
 
     /// Creates or replaces a private record.
     pub fn kv_put(&mut self, ns: &str, key: &str, value: Value) -> Vec<Change> {
-        self.kv.insert((ns.to_string(), key.to_string()), value.clone());
+        self.set_kv((ns.to_string(), key.to_string()), Some(value.clone()));
         vec![Change::KvPut(ns.to_string(), key.to_string(), value)]
     }
 
     /// Deletes a private record.
     pub fn kv_delete(&mut self, ns: &str, key: &str) -> (bool, Vec<Change>) {
-        let existed = self.kv.remove(&(ns.to_string(), key.to_string())).is_some();
+        let existed = self.set_kv((ns.to_string(), key.to_string()), None);
         let changes = if existed { vec![Change::KvRemove(ns.to_string(), key.to_string())] } else { Vec::new() };
         (existed, changes)
     }
@@ -282,4 +349,40 @@ impl ResourceTree {
 /// `InvalidPath`.
 pub fn check_kv_name(name: &str) -> Result<()> {
     ResourcePath::root().child(name).map(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn p(s: &str) -> ResourcePath {
+        ResourcePath::parse(s).unwrap()
+    }
+
+    /// A rolled-back transaction leaves resources and records exactly as before.
+    #[test]
+    fn rollback_restores_everything() {
+        let mut t = ResourceTree::new(1);
+        t.import(vec![
+            (p("/redfish/v1"), json!({"S": {"@odata.id": "/redfish/v1/S"}})),
+            (p("/redfish/v1/S"), json!({"@odata.type": "#XCollection.XCollection", "Members": [{"@odata.id": "/redfish/v1/S/a"}], "Members@odata.count": 1})),
+            (p("/redfish/v1/S/a"), json!({"@odata.type": "#X.v1_0_0.X", "Id": "a"})),
+        ]);
+        t.kv_put("ns", "k", json!(1));
+        let before: Vec<(ResourcePath, Value)> =
+            t.paths().iter().map(|q| (q.clone(), t.get(q).unwrap().value().clone())).collect();
+        t.begin();
+        t.create(&p("/redfish/v1/S"), json!({"@odata.id": "/redfish/v1/S/b", "@odata.type": "#X.v1_0_0.X"}), None)
+            .unwrap();
+        t.delete(&p("/redfish/v1/S/a"), None).unwrap();
+        t.kv_put("ns", "k", json!(2));
+        t.kv_delete("ns", "k");
+        t.rollback();
+        let after: Vec<(ResourcePath, Value)> =
+            t.paths().iter().map(|q| (q.clone(), t.get(q).unwrap().value().clone())).collect();
+        assert_eq!(before, after);
+        assert_eq!(t.kv_get("ns", "k"), Some(json!(1)));
+    }
 }

@@ -314,3 +314,253 @@ where
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Helpers added for the e2e areas (raw requests, restarts, signals, error bodies).
+
+impl Client {
+    /// Like [`Client::send`], but a transport failure (refused or dropped connection) is
+    /// returned instead of panicking: for storms that run into a killed server.
+    ///
+    /// # Errors
+    /// The request could not be sent or its answer not read.
+    pub async fn try_send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        headers: &[(&str, &str)],
+    ) -> Result<Reply, reqwest::Error> {
+        let mut req = self.http.request(method, format!("{}{}", self.base, path));
+        if let Some(b) = body {
+            req = req.header("Content-Type", "application/json").body(serde_json::to_vec(b).unwrap_or_default());
+        }
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let resp = req.send().await?;
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let bytes = resp.bytes().await?;
+        let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        Ok(Reply { status, headers, body })
+    }
+
+    /// Sends `method path` with a raw body and content type (`None`: no Content-Type header).
+    pub async fn send_bytes(&self, method: Method, path: &str, body: Vec<u8>, content_type: Option<&str>) -> Reply {
+        let mut req = self.http.request(method, format!("{}{}", self.base, path)).body(body);
+        if let Some(ct) = content_type {
+            req = req.header("Content-Type", ct);
+        }
+        let resp = req.send().await.unwrap_or_else(|e| panic!("request to {path} failed: {e}"));
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let bytes = resp.bytes().await.unwrap_or_default();
+        let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        Reply { status, headers, body }
+    }
+
+    /// `127.0.0.1:PORT` of the server.
+    pub fn addr(&self) -> &str {
+        self.base.trim_start_matches("http://")
+    }
+}
+
+/// The answer to a hand-written request: status code and the whole response as text.
+#[derive(Debug)]
+pub struct RawReply {
+    /// Status code from the status line.
+    pub status: u16,
+    /// Status line, headers and body, lossily decoded.
+    pub text: String,
+}
+
+/// Writes `request` (a complete HTTP/1.1 request, which should say `Connection: close`) to
+/// `addr` over a fresh TCP connection and reads the answer to the end. For request targets that
+/// HTTP clients would normalize (`..`) or refuse. Panics when no status line comes back (a
+/// dropped connection is a failure for every caller).
+pub async fn raw_request(addr: &str, request: &[u8]) -> RawReply {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let exchange = async {
+        let mut stream = tokio::net::TcpStream::connect(addr).await?;
+        stream.write_all(request).await?;
+        let mut buf = Vec::new();
+        stream.read_to_end(&mut buf).await?;
+        Ok::<_, std::io::Error>(buf)
+    };
+    let shown = String::from_utf8_lossy(request.get(..request.len().min(120)).unwrap_or_default()).into_owned();
+    let buf = tokio::time::timeout(Duration::from_secs(30), exchange)
+        .await
+        .unwrap_or_else(|_| panic!("no answer within 30 s to {shown:?}"))
+        .unwrap_or_else(|e| panic!("raw request {shown:?} failed: {e}"));
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let status = text
+        .strip_prefix("HTTP/1.1 ")
+        .and_then(|rest| rest.get(..3))
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in the answer to {shown:?} (connection dropped?): {text:?}"));
+    RawReply { status, text }
+}
+
+/// A request head for [`raw_request`]: `METHOD target HTTP/1.1` with Host, `Connection: close`
+/// and, with a body, Content-Type JSON and Content-Length.
+pub fn raw_head(method: &str, target: &str, body: &[u8]) -> Vec<u8> {
+    let mut out = format!("{method} {target} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n");
+    if !body.is_empty() {
+        out.push_str(&format!("Content-Type: application/json\r\nContent-Length: {}\r\n", body.len()));
+    }
+    out.push_str("\r\n");
+    let mut bytes = out.into_bytes();
+    bytes.extend_from_slice(body);
+    bytes
+}
+
+/// A configuration for the fs backend at an existing or new `root` (for restarts on the same
+/// store).
+pub fn config_for_root(root: &Path, fsync: bool) -> ServerConfig {
+    let mut cfg = ServerConfig::default();
+    cfg.server.listen = ([127, 0, 0, 1], 0).into();
+    cfg.storage.backend = "fs".into();
+    cfg.storage.options = serde_json::json!({"root": root, "fsync": fsync});
+    cfg
+}
+
+/// The environment that makes the real binary use the fs backend at `root`.
+pub fn fs_env(root: &Path, fsync: bool) -> Vec<(String, String)> {
+    vec![
+        ("SUNFISH__STORAGE__BACKEND".into(), "fs".into()),
+        ("SUNFISH__STORAGE__OPTIONS__ROOT".into(), root.display().to_string()),
+        ("SUNFISH__STORAGE__OPTIONS__FSYNC".into(), fsync.to_string()),
+    ]
+}
+
+/// A `Command` for the server binary with every inherited `SUNFISH__*` variable removed, so the
+/// test's own environment cannot change what it checks.
+pub fn server_command() -> Command {
+    let mut cmd = Command::new(server_binary());
+    for (k, _) in std::env::vars() {
+        if k.starts_with("SUNFISH__") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd
+}
+
+impl BinaryServer {
+    /// [`BinaryServer::start`] with owned environment pairs.
+    pub async fn start_env(args: &[&str], env: &[(String, String)]) -> Self {
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        Self::start(args, &env).await
+    }
+
+    /// Sends SIGTERM (through `kill -TERM`) and waits up to `timeout` for the process to exit;
+    /// returns its exit status. Panics when it does not exit in time.
+    pub async fn terminate(mut self, timeout: Duration) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        let sent = Command::new("kill").args(["-TERM", &pid]).status();
+        assert!(sent.is_ok_and(|s| s.success()), "kill -TERM {pid} failed");
+        let child = &mut self.child;
+        let deadline = Instant::now() + timeout;
+        loop {
+            match child.try_wait() {
+                Ok(Some(status)) => return status,
+                Ok(None) => {}
+                Err(e) => panic!("waiting for {pid}: {e}"),
+            }
+            assert!(Instant::now() < deadline, "server {pid} did not exit within {timeout:?} of SIGTERM");
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+}
+
+/// Asserts that `r` is a Redfish error with `status` and Base registry MessageId `message_id`:
+/// `error.code` and `error.message` are non-empty strings and
+/// `error.@Message.ExtendedInfo[0].MessageId` is `Base.<version>.<message_id>`.
+#[track_caller]
+pub fn assert_redfish_error(r: &Reply, status: u16, message_id: &str) {
+    assert_eq!(r.status.as_u16(), status, "status; body {}", r.body);
+    assert_error_body(r);
+    assert_eq!(r.message_id(), message_id, "MessageId; body {}", r.body);
+}
+
+/// Asserts that `r` carries a Redfish error body (whatever its MessageId).
+#[track_caller]
+pub fn assert_error_body(r: &Reply) {
+    let e = &r.body["error"];
+    assert!(e["code"].as_str().is_some_and(|s| !s.is_empty()), "error.code missing: {}", r.body);
+    assert!(e["message"].as_str().is_some_and(|s| !s.is_empty()), "error.message missing: {}", r.body);
+    let id = e["@Message.ExtendedInfo"][0]["MessageId"].as_str().unwrap_or_default();
+    assert!(id.starts_with("Base."), "ExtendedInfo[0].MessageId not from the Base registry: {}", r.body);
+}
+
+/// Every `index.json` below `root` (not following symbolic links), sorted.
+pub fn index_files(root: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        for e in entries.flatten() {
+            let Ok(ft) = e.file_type() else { continue };
+            if ft.is_dir() {
+                stack.push(e.path());
+            } else if ft.is_file() && e.file_name() == "index.json" {
+                out.push(e.path());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// The resource URI of `<root>/<rel>/index.json`: `/redfish/v1/<rel>` (`/redfish/v1` for the
+/// root's own file).
+pub fn uri_of_index(root: &Path, file: &Path) -> String {
+    let rel = file.parent().and_then(|d| d.strip_prefix(root).ok()).map(Path::to_path_buf).unwrap_or_default();
+    let rel = rel.to_string_lossy().replace('\\', "/");
+    if rel.is_empty() {
+        "/redfish/v1".into()
+    } else {
+        format!("/redfish/v1/{rel}")
+    }
+}
+
+/// GETs the collection at `path` and asserts that it is consistent: `Members` is an array of
+/// distinct `{"@odata.id": ...}` links, each a direct child of `path` that answers 200, and
+/// `Members@odata.count` equals its length. Returns the member URIs in order.
+pub async fn assert_collection_consistent(c: &Client, path: &str) -> Vec<String> {
+    let r = c.get(path).await;
+    assert_eq!(r.status, StatusCode::OK, "GET {path}: {}", r.body);
+    let members = r.body["Members"].as_array().unwrap_or_else(|| panic!("{path} has no Members array: {}", r.body));
+    let mut uris = Vec::with_capacity(members.len());
+    for m in members {
+        let obj = m.as_object().unwrap_or_else(|| panic!("{path}: member {m} is not a link object"));
+        assert_eq!(obj.len(), 1, "{path}: member {m} is not a plain link");
+        let uri = obj["@odata.id"].as_str().unwrap_or_else(|| panic!("{path}: member {m} has no @odata.id"));
+        let parent = uri.rsplit_once('/').map(|(p, _)| p).unwrap_or_default();
+        assert_eq!(parent, path.trim_end_matches('/'), "{path}: member {uri} is not a direct child");
+        uris.push(uri.to_string());
+    }
+    let distinct: std::collections::BTreeSet<&String> = uris.iter().collect();
+    assert_eq!(distinct.len(), uris.len(), "{path}: duplicate Members entries");
+    assert_eq!(r.body["Members@odata.count"], Value::from(uris.len()), "{path}: Members@odata.count is wrong");
+    for uri in &uris {
+        let m = c.get(uri).await;
+        assert_eq!(m.status, StatusCode::OK, "{path}: member {uri} does not answer");
+        assert_eq!(m.body["@odata.id"].as_str(), Some(uri.as_str()), "{uri}: @odata.id differs from its URI");
+    }
+    uris
+}
+
+/// Every shipped `conf/*.toml`, sorted, as absolute paths (panics when there are none).
+pub fn shipped_configs() -> Vec<PathBuf> {
+    let dir = workspace_root().join("conf");
+    let mut out: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .collect();
+    out.sort();
+    assert!(!out.is_empty(), "no conf/*.toml in {}", dir.display());
+    out
+}

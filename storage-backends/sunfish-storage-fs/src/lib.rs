@@ -92,6 +92,9 @@ pub struct FsBackend {
     state: RwLock<State>,
     /// The canonical root, resolved once at open.
     root: PathBuf,
+    /// Checks change sets against the files (symbolic links, name limits) before they are
+    /// accepted; the writer checks again when it applies them.
+    checker: Disk,
     /// The writer thread, joined by `close` (or drop) so that nothing touches the files after.
     thread: Mutex<Option<JoinHandle<()>>>,
 }
@@ -128,7 +131,13 @@ impl FsBackend {
         let (tx, rx) = mpsc::channel();
         let thread =
             std::thread::Builder::new().name("sunfish-fs-writer".into()).spawn(move || writer::run(rx, disk))?;
-        Ok(FsBackend { state: RwLock::new(State { tree, queue: Some(tx) }), root, thread: Mutex::new(Some(thread)) })
+        let checker = Disk::new(root.clone(), options.fsync);
+        Ok(FsBackend {
+            state: RwLock::new(State { tree, queue: Some(tx) }),
+            root,
+            checker,
+            thread: Mutex::new(Some(thread)),
+        })
     }
 
     /// The store's canonical root folder.
@@ -143,7 +152,22 @@ impl FsBackend {
             let mut state = self.state.write();
             let State { tree, queue } = &mut *state;
             let queue = queue.as_ref().ok_or_else(|| Error::storage("fs storage is closed"))?;
-            let (out, changes) = mutate(tree)?;
+            // Refused writes (a symbolic link on the way, a name the file system cannot take)
+            // are found here, under the lock, and undone before anyone can read them.
+            tree.begin();
+            let (out, changes) = match mutate(tree) {
+                Ok(r) => r,
+                Err(e) => {
+                    tree.rollback();
+                    return Err(e);
+                }
+            };
+            if let Err(e) = changes.iter().cloned().map(journal::Op::from).try_for_each(|op| self.checker.check(&op)) {
+                tree.rollback();
+                tracing::error!(error = %e, "fs storage refused a write");
+                return Err(Error::storage(e));
+            }
+            tree.commit();
             if changes.is_empty() {
                 return Ok(out);
             }

@@ -1,3 +1,16 @@
 //! End-to-end tests: one binary, a module per area.
 
-mod smoke;
+mod cli;
+mod concurrency;
+mod config_files;
+mod crash;
+mod create;
+mod delete;
+mod errors;
+mod etag;
+mod events;
+mod path_escape;
+mod reference_tree;
+mod service_root;
+mod shutdown;
+mod update;

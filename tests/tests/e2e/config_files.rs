@@ -1,0 +1,53 @@
+//! The shipped configuration files load, build and serve; `conf/default.toml` is the defaults
+//! (issue 14).
+
+use serde_json::{json, Value};
+use sunfish_server::ServerConfig;
+use sunfish_storage_fs::FsOptions;
+use sunfish_tests::{shipped_configs, workspace_root, TestServer};
+
+/// Every `conf/*.toml` loads with `ServerConfig::load` and builds (fs root and audit file
+/// redirected into a temporary folder), and the service it describes answers on the service
+/// root.
+#[tokio::test]
+async fn every_shipped_config_loads_builds_and_serves() {
+    for conf in shipped_configs() {
+        let mut cfg = ServerConfig::load(Some(&conf)).unwrap_or_else(|e| panic!("{}: {e}", conf.display()));
+        let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+        if cfg.storage.backend == "fs" {
+            if !cfg.storage.options.is_object() {
+                cfg.storage.options = json!({});
+            }
+            cfg.storage.options["root"] = json!(tmp.path().join("store"));
+        }
+        for (name, options) in cfg.event_handlers.iter_mut() {
+            if options.get("path").is_some() {
+                options["path"] = json!(tmp.path().join(format!("{name}.jsonl")));
+            }
+        }
+        let fs_root = tmp.path().join("store");
+        let backend = cfg.storage.backend.clone();
+        let s = TestServer::start_with(cfg, None).await;
+        let r = s.get("/redfish/v1").await;
+        assert_eq!(r.status, 200, "{}: {}", conf.display(), r.body);
+        assert_eq!(r.body["@odata.id"], "/redfish/v1", "{}", conf.display());
+        s.stop().await;
+        if backend == "fs" {
+            assert!(fs_root.join("index.json").is_file(), "{}: fs root not redirected", conf.display());
+        }
+    }
+}
+
+/// Loading `conf/default.toml` gives exactly `ServerConfig::default()` except
+/// `storage.options`, which the file spells out for fs: and those equal the fs backend's own
+/// defaults (root `sunfish-data`, fsync on).
+#[test]
+fn default_toml_is_the_defaults() {
+    let file = workspace_root().join("conf/default.toml");
+    let mut loaded = ServerConfig::load(Some(&file)).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+    let options = std::mem::take(&mut loaded.storage.options);
+    assert_eq!(options, json!({"root": "sunfish-data", "fsync": true}));
+    let fs_defaults = serde_json::to_value(FsOptions::default()).unwrap_or(Value::Null);
+    assert_eq!(options, fs_defaults, "default.toml's fs options differ from the fs backend's defaults");
+    assert_eq!(loaded, ServerConfig::default());
+}
