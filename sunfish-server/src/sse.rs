@@ -110,5 +110,5 @@ pub fn stream(state: &AppState, headers: &HeaderMap, query: Option<&str>) -> Res
 
 fn to_event(entry: &LogEntry, keep: &dyn Fn(&Facts) -> bool) -> Option<Event> {
     let env = sse_envelope(entry, keep)?;
-    Some(Event::default().id(entry.last_seq().to_string()).data(env.to_string()))
+    Some(Event::default().id(entry.last_seq().to_string()).data(env))
 }

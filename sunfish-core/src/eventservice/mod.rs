@@ -27,6 +27,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use parking_lot::{Mutex, RwLock};
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::{json, Map, Value};
 use tokio::sync::{broadcast, watch, Notify};
 use tokio_util::sync::CancellationToken;
@@ -134,16 +135,27 @@ impl NewEvent {
 }
 
 /// One stored log entry: an envelope's events, stamped, with the subscriptions it is for.
+/// Events are kept as compact JSON text (not `Value` trees) and subscription Ids are shared
+/// with the registry, so a queued event costs about its own size in memory.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LogEntry {
     /// Sequence number of the first event; events get `first_seq + index` as `EventId`.
     pub first_seq: u64,
-    /// The events as delivered (with `EventId`, `EventTimestamp`).
-    pub events: Vec<Value>,
+    /// The events as delivered (with `EventId`, `EventTimestamp`), as JSON text.
+    pub events: Vec<Box<RawValue>>,
     /// Filter facts per event (MessageId, origin, origin type), for SSE filtering.
     pub facts: Vec<Facts>,
-    /// Subscription Id → indexes of its matching events.
-    pub targets: BTreeMap<String, Vec<usize>>,
+    /// The subscriptions the entry is for, sorted by Id.
+    pub targets: Vec<Target>,
+}
+
+/// One subscription an entry is for.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Target {
+    /// Subscription Id.
+    pub id: Arc<str>,
+    /// Indexes of its matching events; `None` when every event of the entry matches.
+    pub events: Option<Vec<u16>>,
 }
 
 /// What filters look at, stored with the entry.
@@ -158,6 +170,16 @@ pub struct Facts {
 }
 
 impl LogEntry {
+    /// The target entry of subscription `id`.
+    pub fn target(&self, id: &str) -> Option<&Target> {
+        self.targets.binary_search_by(|t| (*t.id).cmp(id)).ok().map(|i| &self.targets[i])
+    }
+
+    /// Whether the entry is for subscription `id`.
+    pub fn is_for(&self, id: &str) -> bool {
+        self.target(id).is_some()
+    }
+
     /// Sequence number of the last event.
     pub fn last_seq(&self) -> u64 {
         self.first_seq + self.events.len().saturating_sub(1) as u64
@@ -215,7 +237,7 @@ struct SubSettings {
 
 /// A registered subscription.
 struct Subscription {
-    id: String,
+    id: Arc<str>,
     path: ResourcePath,
     settings: RwLock<SubSettings>,
     counters: Counters,
@@ -308,7 +330,11 @@ impl EventService {
         self.reload_settings().await;
         let mut max_seq = 0;
         for (_, v) in self.storage.kv_list(NS_LOG).await? {
-            match serde_json::from_value::<LogEntry>(v) {
+            let parsed = match &v {
+                Value::String(text) => serde_json::from_str::<LogEntry>(text),
+                other => serde_json::from_value::<LogEntry>(other.clone()),
+            };
+            match parsed {
                 Ok(e) => {
                     max_seq = max_seq.max(e.last_seq());
                     self.log.write().insert(e.first_seq, Arc::new(e));
@@ -361,7 +387,7 @@ impl EventService {
     /// # Errors
     /// Storage failures while storing the entry.
     pub async fn publish(&self, events: Vec<NewEvent>) -> Result<Vec<String>> {
-        if events.is_empty() || !self.settings.read().enabled {
+        if events.is_empty() || events.len() > usize::from(u16::MAX) || !self.settings.read().enabled {
             return Ok(Vec::new());
         }
         let _guard = self.publish_lock.lock().await;
@@ -394,10 +420,11 @@ impl EventService {
             if let Some(o) = &e.origin {
                 rec.insert("OriginOfCondition".into(), json!({"@odata.id": o.as_str()}));
             }
-            records.push(Value::Object(rec));
+            let text = serde_json::to_string(&rec).map_err(|e| crate::Error::Internal { message: e.to_string() })?;
+            records.push(RawValue::from_string(text).map_err(|e| crate::Error::Internal { message: e.to_string() })?);
             facts.push(Facts { message_id: e.message_id, origin: e.origin.map(|o| o.to_string()), origin_type });
         }
-        let mut targets = BTreeMap::new();
+        let mut targets = Vec::new();
         let subs: Vec<Arc<Subscription>> = self.subs.read().values().cloned().collect();
         for sub in &subs {
             let filter = sub.settings.read().filter.clone();
@@ -421,16 +448,23 @@ impl EventService {
                 sub.counters.dropped.fetch_add(idx.len() as u64, Ordering::Relaxed);
                 continue;
             }
-            targets.insert(sub.id.clone(), idx);
+            let events = if idx.len() == facts.len() {
+                None
+            } else {
+                Some(idx.iter().map(|i| u16::try_from(*i).unwrap_or(u16::MAX)).collect())
+            };
+            targets.push(Target { id: sub.id.clone(), events });
         }
+        targets.sort_by(|a, b| a.id.cmp(&b.id));
         let entry = LogEntry { first_seq, events: records, facts, targets };
-        let value = serde_json::to_value(&entry).map_err(|e| crate::Error::Internal { message: e.to_string() })?;
-        self.storage.kv_put(NS_LOG, &seq_key(first_seq), value).await?;
+        // Stored as one JSON string: a single allocation in memory-backed stores.
+        let text = serde_json::to_string(&entry).map_err(|e| crate::Error::Internal { message: e.to_string() })?;
+        self.storage.kv_put(NS_LOG, &seq_key(first_seq), Value::String(text)).await?;
         let entry = Arc::new(entry);
         self.log.write().insert(first_seq, entry.clone());
-        let ids: Vec<String> = entry.targets.keys().cloned().collect();
+        let ids: Vec<String> = entry.targets.iter().map(|t| t.id.to_string()).collect();
         for sub in &subs {
-            if entry.targets.contains_key(&sub.id) {
+            if entry.is_for(&sub.id) {
                 sub.counters.pending.fetch_add(1, Ordering::SeqCst);
                 sub.wake.notify_one();
             }
@@ -508,9 +542,9 @@ impl EventService {
             }
         };
         let enabled = v.pointer("/Status/State").and_then(Value::as_str) != Some("Suspended");
-        let pending = self.log.read().values().filter(|e| e.first_seq > cursor && e.targets.contains_key(&id)).count();
+        let pending = self.log.read().values().filter(|e| e.first_seq > cursor && e.is_for(&id)).count();
         let sub = Arc::new(Subscription {
-            id: id.clone(),
+            id: Arc::from(id.as_str()),
             path: path.clone(),
             settings: RwLock::new(settings),
             counters: Counters { pending: AtomicUsize::new(pending), ..Default::default() },
@@ -550,7 +584,7 @@ impl EventService {
     /// The next log entry for `sub` after its cursor.
     fn next_for(&self, sub: &Subscription) -> Option<Arc<LogEntry>> {
         let cursor = sub.cursor.load(Ordering::SeqCst);
-        self.log.read().range(cursor + 1..).map(|(_, e)| e).find(|e| e.targets.contains_key(&sub.id)).cloned()
+        self.log.read().range(cursor + 1..).map(|(_, e)| e).find(|e| e.is_for(&sub.id)).cloned()
     }
 
     /// Delivers `sub`'s queue in order until it is cancelled.
@@ -655,14 +689,14 @@ impl EventService {
 
     /// Drops log entries every subscriber has received, keeping the newest `replay_limit`.
     fn trim(&self) {
-        let subs: Vec<(String, u64)> =
+        let subs: Vec<(Arc<str>, u64)> =
             self.subs.read().values().map(|s| (s.id.clone(), s.cursor.load(Ordering::SeqCst))).collect();
         let mut removed = Vec::new();
         {
             let mut log = self.log.write();
             while log.len() > self.config.replay_limit {
                 let Some((&seq, e)) = log.iter().next() else { break };
-                let needed = e.targets.keys().any(|t| subs.iter().any(|(id, c)| id == t && *c < e.last_seq()));
+                let needed = e.targets.iter().any(|t| subs.iter().any(|(id, c)| *id == t.id && *c < e.last_seq()));
                 if needed {
                     break;
                 }
@@ -709,30 +743,47 @@ impl EventService {
     }
 }
 
-/// The envelope delivered to one subscription: its matching events and its own `Context`.
-fn envelope(entry: &LogEntry, sub_id: &str, context: Option<&str>) -> Bytes {
-    let events: Vec<&Value> = entry
-        .targets
-        .get(sub_id)
-        .map(|idx| idx.iter().filter_map(|i| entry.events.get(*i)).collect())
-        .unwrap_or_default();
-    let mut env = json!({
-        "@odata.type": EVENT_TYPE,
-        "Id": entry.first_seq.to_string(),
-        "Name": "Event",
-        "Events": events,
-    });
+/// Writes `{"@odata.type":..,"Id":..,"Name":"Event",["Context":..,]"Events":[..]}` from raw
+/// event texts, without building `Value` trees.
+fn write_envelope<'a>(first_seq: u64, context: Option<&str>, events: impl Iterator<Item = &'a RawValue>) -> String {
+    let mut out = String::with_capacity(256);
+    out.push_str(r#"{"@odata.type":""#);
+    out.push_str(EVENT_TYPE);
+    out.push_str(r#"","Id":""#);
+    out.push_str(&first_seq.to_string());
+    out.push_str(r#"","Name":"Event","#);
     if let Some(c) = context {
-        env["Context"] = Value::String(c.to_string());
+        out.push_str(r#""Context":"#);
+        out.push_str(&Value::String(c.to_string()).to_string());
+        out.push(',');
     }
-    Bytes::from(serde_json::to_vec(&env).unwrap_or_default())
+    out.push_str(r#""Events":["#);
+    for (i, e) in events.enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(e.get());
+    }
+    out.push_str("]}");
+    out
 }
 
-/// The envelope for SSE clients: all events of the entry accepted by `keep`.
-pub fn sse_envelope(entry: &LogEntry, keep: impl Fn(&Facts) -> bool) -> Option<Value> {
-    let events: Vec<&Value> = entry.events.iter().zip(&entry.facts).filter(|(_, f)| keep(f)).map(|(e, _)| e).collect();
+/// The envelope delivered to one subscription: its matching events and its own `Context`.
+fn envelope(entry: &LogEntry, sub_id: &str, context: Option<&str>) -> Bytes {
+    let events: Vec<&RawValue> = match entry.target(sub_id).map(|t| &t.events) {
+        Some(Some(idx)) => idx.iter().filter_map(|i| entry.events.get(usize::from(*i)).map(|b| &**b)).collect(),
+        Some(None) => entry.events.iter().map(|b| &**b).collect(),
+        None => Vec::new(),
+    };
+    Bytes::from(write_envelope(entry.first_seq, context, events.into_iter()))
+}
+
+/// The envelope for SSE clients: all events of the entry accepted by `keep`, as JSON text.
+pub fn sse_envelope(entry: &LogEntry, keep: impl Fn(&Facts) -> bool) -> Option<String> {
+    let events: Vec<&RawValue> =
+        entry.events.iter().zip(&entry.facts).filter(|(_, f)| keep(f)).map(|(e, _)| &**e).collect();
     if events.is_empty() {
         return None;
     }
-    Some(json!({"@odata.type": EVENT_TYPE, "Id": entry.first_seq.to_string(), "Name": "Event", "Events": events}))
+    Some(write_envelope(entry.first_seq, None, events.into_iter()))
 }
