@@ -16,6 +16,8 @@
 //! - [`core`]: [`Core`], which runs a request through handlers, forwarder and storage.
 //! - [`eventservice`]: subscriptions, filters, the durable event log and delivery workers;
 //!   [`action`]: Redfish actions; [`outbound`]: which hosts the service may connect to.
+//! - [`query`]: Redfish query parameters (`$expand`, `$select`, `$filter`, `$top`/`$skip`,
+//!   `only`, `excerpt`) over a resource fetcher; [`tasks`]: tasks for writes that finish later.
 //! - `test_util` (feature `test-util`): the storage contract suite every backend runs.
 
 pub mod action;
@@ -28,6 +30,7 @@ pub mod layout;
 pub mod object;
 pub mod outbound;
 pub mod path;
+pub mod query;
 pub mod registry;
 pub mod resource;
 pub mod storage;

@@ -31,6 +31,8 @@ pub struct ServerConfig {
     pub events: EventsConfig,
     /// `[outbound]`: which hosts the service may connect to.
     pub outbound: OutboundConfig,
+    /// `[query]`: limits on `$expand` work per request.
+    pub query: sunfish_core::query::Budget,
 }
 
 /// `[events]`: see `conf/default.toml`.

@@ -31,6 +31,8 @@ pub struct AppState {
     pub core: Core,
     /// `[server]` settings used per request (limits).
     pub http: Arc<config::HttpConfig>,
+    /// `[query]` limits.
+    pub query: sunfish_core::query::Budget,
     /// `[events]` settings used by the SSE endpoint.
     pub events: Arc<config::EventsConfig>,
     /// Cancelled when shutdown starts, so long-lived responses (SSE) end and graceful shutdown
@@ -50,6 +52,7 @@ pub async fn build(config: &ServerConfig) -> Result<AppState, StartupError> {
         EventService::new(builder.storage().clone(), Arc::new(transport), config.events.to_core(&config.outbound)?);
     let core = builder.event_service(events).build();
     seed::apply(&core, &config.storage.seed).await?;
+    seed::advertise_features(&core, &config.query).await?;
     core.start()
         .await
         .map_err(|e| StartupError::Io { what: "starting the event service".into(), reason: e.to_string() })?;
@@ -57,6 +60,7 @@ pub async fn build(config: &ServerConfig) -> Result<AppState, StartupError> {
         core,
         http: Arc::new(config.server.clone()),
         events: Arc::new(config.events.clone()),
+        query: config.query,
         shutdown: Default::default(),
     })
 }

@@ -9,6 +9,7 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use serde_json::{json, Value};
 use sunfish_core::action::ActionResult;
+use sunfish_core::query::{self, QueryOptions};
 use sunfish_core::tasks::{FinalResponse, MonitorState, TASK_MONITORS};
 use sunfish_core::{Error, Operation, Resource, ResourcePath};
 use sunfish_core::{Outcome, Written};
@@ -81,6 +82,9 @@ async fn handle(state: &AppState, req: Request) -> Result<Response, ApiError> {
     match method {
         Method::GET | Method::HEAD => {
             let res = core.get(&path).await?;
+            if let Some(opts) = QueryOptions::parse(parts.uri.query().unwrap_or_default())? {
+                return query_response(state, &path, res, &opts, &method).await;
+            }
             if let Some(inm) = parts.headers.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()) {
                 if etag_list_matches(inm, &res) {
                     let mut r = StatusCode::NOT_MODIFIED.into_response();
@@ -170,6 +174,31 @@ fn monitor_response(state: MonitorState, method: &Method) -> Result<Response, Ap
             Ok(r)
         }
     }
+}
+
+/// A GET with Redfish query parameters. `only` answers as a plain GET of the single member
+/// (with its ETag); `$select`/`excerpt` keep the resource's ETag (the view still names that
+/// revision); `$expand`, `$filter` and paging build a new document and send none.
+async fn query_response(
+    state: &AppState,
+    path: &ResourcePath,
+    res: Resource,
+    opts: &QueryOptions,
+    method: &Method,
+) -> Result<Response, ApiError> {
+    let storage = state.core.storage();
+    if opts.only() {
+        if let Some(member) = query::only_member(storage, &res).await? {
+            return Ok(resource_response(StatusCode::OK, &member, method));
+        }
+    }
+    let body = query::apply(storage, path, &res, opts, &state.query, None).await?;
+    let mut r = json_response(StatusCode::OK, Bytes::from(body.to_string()), method);
+    let view_only = opts.expand().is_none() && opts.filter().is_none() && opts.top().is_none() && opts.skip().is_none();
+    if view_only {
+        add_resource_headers(r.headers_mut(), &res);
+    }
+    Ok(r)
 }
 
 /// What a stored resource allows, for `Allow` headers.

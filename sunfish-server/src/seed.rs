@@ -66,3 +66,29 @@ pub async fn apply(core: &Core, seed: &str) -> Result<(), StartupError> {
     }
     Ok(())
 }
+
+/// Keeps the service root's `ProtocolFeaturesSupported` true to this configuration (`$expand`
+/// levels). Only a root that already advertises features is updated, so a tree the service
+/// did not seed (a reference tree served as it is) is never written at start.
+///
+/// # Errors
+/// A storage failure while updating the root.
+pub async fn advertise_features(core: &Core, budget: &sunfish_core::query::Budget) -> Result<(), StartupError> {
+    let root = ResourcePath::root();
+    let Ok(current) = core.storage().get(&root).await else { return Ok(()) };
+    let Some(advertised) = current.value().get("ProtocolFeaturesSupported") else { return Ok(()) };
+    let mut wanted = advertised.clone();
+    sunfish_core::merge_patch(
+        &mut wanted,
+        &serde_json::json!({
+            "ExpandQuery": sunfish_core::query::supported_features(budget.max_levels)["ExpandQuery"].clone(),
+            "SelectQuery": true, "FilterQuery": true, "OnlyMemberQuery": true, "ExcerptQuery": true, "TopSkipQuery": true
+        }),
+    );
+    if &wanted != advertised {
+        core.storage().patch(&root, serde_json::json!({"ProtocolFeaturesSupported": wanted}), None).await.map_err(
+            |e| StartupError::Io { what: "updating ProtocolFeaturesSupported".into(), reason: e.to_string() },
+        )?;
+    }
+    Ok(())
+}

@@ -15,6 +15,7 @@ use axum::response::{IntoResponse, Response};
 use futures_util::stream::{self, Stream};
 use serde_json::{json, Value};
 use sunfish_core::eventservice::{sse_envelope, Facts, LogEntry};
+use sunfish_core::query::Filter;
 use sunfish_core::{Error, Operation};
 use tokio::sync::broadcast;
 
@@ -33,22 +34,14 @@ fn facts_object(f: &Facts) -> Value {
     })
 }
 
-/// A parsed SSE `$filter` (interim: the query module's `$filter` evaluator replaces this).
-struct Filter;
-
-impl Filter {
-    fn matches(&self, _facts: &Value) -> bool {
-        true
-    }
-}
-
-/// Parses the SSE `$filter` of a query string.
+/// Parses the SSE `$filter` of a query string, with the same grammar as resource `$filter`,
+/// evaluated against each event's facts.
 fn parse_filter(query: Option<&str>) -> Result<Option<Filter>, Error> {
     let Some(q) = query else { return Ok(None) };
     for pair in q.split('&') {
-        let (k, _v) = pair.split_once('=').unwrap_or((pair, ""));
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
         if percent_decode(k) == "$filter" {
-            return Err(Error::QueryNotSupported { parameter: "$filter".into() });
+            return Filter::parse(&percent_decode(v)).map(Some);
         }
     }
     Ok(None)
