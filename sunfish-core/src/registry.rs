@@ -155,6 +155,37 @@ mod tests {
         assert_eq!(err, "unknown forwarder \"s3\" (registered: none)");
     }
 
+    /// Two registrations under one name stop start-up, naming kind and name; lists are sorted.
+    #[test]
+    fn duplicates_refused_and_lists_sorted() {
+        #[derive(Debug)]
+        struct Fake(&'static str);
+        static TWICE: [Fake; 3] = [Fake("b"), Fake("a"), Fake("b")];
+        static ONCE: [Fake; 2] = [Fake("b"), Fake("a")];
+        static USE_TWICE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+        impl Registration for Fake {
+            const KIND: &'static str = "fake";
+            fn name(&self) -> &'static str {
+                self.0
+            }
+            fn description(&self) -> &'static str {
+                "fake"
+            }
+            fn linked() -> Vec<&'static Self> {
+                if USE_TWICE.load(std::sync::atomic::Ordering::SeqCst) {
+                    TWICE.iter().collect()
+                } else {
+                    ONCE.iter().collect()
+                }
+            }
+        }
+        let err = entries::<Fake>().unwrap_err().to_string();
+        assert_eq!(err, "fake \"b\" is registered twice");
+        USE_TWICE.store(false, std::sync::atomic::Ordering::SeqCst);
+        let names: Vec<_> = entries::<Fake>().unwrap().iter().map(|r| r.name()).collect();
+        assert_eq!(names, ["a", "b"]);
+    }
+
     /// Options are typed and unknown keys are refused with the plugin named.
     #[test]
     fn options_parse() {

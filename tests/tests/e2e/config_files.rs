@@ -51,3 +51,28 @@ fn default_toml_is_the_defaults() {
     assert_eq!(options, fs_defaults, "default.toml's fs options differ from the fs backend's defaults");
     assert_eq!(loaded, ServerConfig::default());
 }
+
+/// `storage.seed` naming a directory seeds an empty store from it (and only an empty one).
+#[tokio::test]
+async fn seed_from_a_directory() {
+    let seed = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(seed.path().join("Things")).unwrap();
+    std::fs::write(
+        seed.path().join("index.json"),
+        r##"{"@odata.id": "/redfish/v1", "@odata.type": "#ServiceRoot.v1_20_0.ServiceRoot", "Id": "RootService", "Things": {"@odata.id": "/redfish/v1/Things"}}"##,
+    )
+    .unwrap();
+    std::fs::write(
+        seed.path().join("Things/index.json"),
+        r##"{"@odata.id": "/redfish/v1/Things", "@odata.type": "#ThingCollection.ThingCollection", "Members": [], "Members@odata.count": 0}"##,
+    )
+    .unwrap();
+    for backend in sunfish_tests::BACKENDS {
+        let (mut cfg, dir) = sunfish_tests::config_for(backend);
+        cfg.storage.seed = seed.path().to_string_lossy().into_owned();
+        let s = sunfish_tests::TestServer::start_with(cfg.clone(), dir).await;
+        assert_eq!(s.get("/redfish/v1/Things").await.status, 200, "{backend:?}");
+        assert_eq!(s.get("/redfish/v1/Systems").await.status, 404, "{backend:?}: builtin seed used");
+        s.stop().await;
+    }
+}
