@@ -76,6 +76,34 @@ pub enum Error {
         /// Why the value is refused.
         reason: String,
     },
+    /// 400 `PropertyUnknown`: the body names a property the resource's schema does not have.
+    #[error("property {property} is not in the schema")]
+    PropertyUnknown {
+        /// Path of the property (`Status/Foo`).
+        property: String,
+    },
+    /// 400 `PropertyValueTypeError`: a property value has the wrong JSON type for the schema.
+    #[error("property {property} has a value of the wrong type: {value}")]
+    PropertyValueType {
+        /// Path of the property.
+        property: String,
+        /// The value received, as JSON text (shortened).
+        value: String,
+    },
+    /// 401 `ResourceAtUriUnauthorized` with `WWW-Authenticate`: no valid credentials.
+    #[error("unauthorized: {reason}")]
+    Unauthorized {
+        /// Why (for the log; the client sees a generic message).
+        reason: String,
+    },
+    /// 403 `InsufficientPrivilege`: authenticated, but the role lacks the privilege.
+    #[error("insufficient privilege for {operation} on {path}")]
+    InsufficientPrivilege {
+        /// The resource.
+        path: String,
+        /// What was attempted.
+        operation: Operation,
+    },
     /// 412 `PreconditionFailed`: `If-Match` named a revision that is no longer current.
     #[error("precondition failed on {path}")]
     PreconditionFailed {

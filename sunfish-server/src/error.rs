@@ -101,6 +101,9 @@ impl IntoResponse for ApiError {
         let body = json!({"error": {"code": code, "message": text, "@Message.ExtendedInfo": [info]}});
         let mut resp = (status, axum::Json(body)).into_response();
         let h = resp.headers_mut();
+        if status == StatusCode::UNAUTHORIZED {
+            h.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"Redfish\""));
+        }
         h.insert("OData-Version", HeaderValue::from_static("4.0"));
         if let Some(a) = allow.and_then(|a| HeaderValue::from_str(&a).ok()) {
             h.insert(header::ALLOW, a);
@@ -160,6 +163,22 @@ fn core_error(e: Error, allow: &mut Option<String>) -> (StatusCode, Value) {
             let id = if timed_out { "OperationTimeout" } else { "GeneralError" };
             (status, message(id, format!("The agent {agent} did not apply the change: {msg}"), &[], "Critical", "Check the agent and resubmit the request."))
         }
+        Error::PropertyUnknown { property } => (
+            StatusCode::BAD_REQUEST,
+            message("PropertyUnknown", format!("The property {property} is not in the list of valid properties for the resource."), &[&property], "Warning", "Remove the unknown property from the request body and resubmit the request if the operation failed."),
+        ),
+        Error::PropertyValueType { property, value } => (
+            StatusCode::BAD_REQUEST,
+            message("PropertyValueTypeError", format!("The value '{value}' for the property {property} is not a type that the property can accept."), &[&value, &property], "Warning", "Correct the value for the property in the request body and resubmit the request if the operation failed."),
+        ),
+        Error::Unauthorized { reason } => {
+            tracing::info!(%reason, "request not authenticated");
+            (StatusCode::UNAUTHORIZED, message("NoValidSession", "There is no valid session established with the implementation.".into(), &[], "Critical", "Establish a session before attempting any operations."))
+        }
+        Error::InsufficientPrivilege { .. } => (
+            StatusCode::FORBIDDEN,
+            message("InsufficientPrivilege", "There are insufficient privileges for the account or credentials associated with the current session to perform the requested operation.".into(), &[], "Critical", "Either abandon the operation or change the associated access rights and resubmit the request if the operation failed."),
+        ),
         Error::QueryNotSupported { parameter } => (
             StatusCode::NOT_IMPLEMENTED,
             message("QueryParameterUnsupported", format!("Query parameter '{parameter}' is not supported."), &[&parameter], "Warning", "Correct or remove the query parameter and resubmit the request."),
