@@ -9,6 +9,7 @@ use serde_json::{Map, Value};
 use tracing::warn;
 
 use crate::action::{split_action_path, ActionHandler, ActionResult};
+use crate::auth::{AuthHooks, AuthService};
 use crate::eventservice::{
     EventService, NewEvent, ResumeSubscription, SubmitTestEvent, SubscriptionHooks, SuspendSubscription,
 };
@@ -40,6 +41,8 @@ struct Inner {
     events: Option<Arc<EventService>>,
     /// Tasks for writes that complete later.
     tasks: TaskService,
+    /// Accounts, sessions and privileges, when the front end configured them.
+    auth: Option<Arc<AuthService>>,
 }
 
 /// Which plugins to build, by name, with their options tables. The server fills this from
@@ -77,6 +80,7 @@ pub struct CoreBuilder {
     forwarder: Arc<dyn AgentForwarder>,
     actions: BTreeMap<String, Arc<dyn ActionHandler>>,
     events: Option<Arc<EventService>>,
+    auth: Option<Arc<AuthService>>,
 }
 
 impl CoreBuilder {
@@ -124,6 +128,14 @@ impl CoreBuilder {
         self
     }
 
+    /// Adds accounts, sessions and roles: their hooks run first, before any other object
+    /// handler, so a password never reaches another handler or storage.
+    pub fn auth(mut self, auth: Arc<AuthService>) -> Self {
+        self.object_handlers.insert(0, ("auth".into(), Arc::new(AuthHooks::new(auth.clone()))));
+        self.auth = Some(auth);
+        self
+    }
+
     /// The finished core.
     pub fn build(self) -> Core {
         Core {
@@ -135,6 +147,7 @@ impl CoreBuilder {
                 actions: self.actions,
                 events: self.events,
                 tasks: TaskService::new(self.storage.clone()),
+                auth: self.auth,
             }),
         }
     }
@@ -158,6 +171,7 @@ impl Core {
             forwarder: Arc::new(NoForwarder),
             actions: BTreeMap::new(),
             events: None,
+            auth: None,
         }
     }
 
@@ -208,6 +222,10 @@ impl Core {
     /// Storage failures while loading subscriptions and the event log.
     pub async fn start(&self) -> Result<()> {
         self.inner.tasks.recover().await?;
+        if let Some(auth) = &self.inner.auth {
+            auth.load().await?;
+            auth.start_sweeper(self);
+        }
         if let Some(ev) = &self.inner.events {
             ev.start().await?;
         }
@@ -219,6 +237,11 @@ impl Core {
         if let Some(ev) = &self.inner.events {
             ev.stop();
         }
+    }
+
+    /// The authentication service, if configured.
+    pub fn auth(&self) -> Option<&Arc<AuthService>> {
+        self.inner.auth.as_ref()
     }
 
     /// The EventService, if configured.

@@ -21,6 +21,7 @@
 //! - `test_util` (feature `test-util`): the storage contract suite every backend runs.
 
 pub mod action;
+pub mod auth;
 pub mod core;
 pub mod error;
 pub mod event;
@@ -33,6 +34,7 @@ pub mod path;
 pub mod query;
 pub mod registry;
 pub mod resource;
+pub mod schema;
 pub mod storage;
 pub mod tasks;
 pub mod tree;

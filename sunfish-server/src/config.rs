@@ -33,6 +33,29 @@ pub struct ServerConfig {
     pub outbound: OutboundConfig,
     /// `[query]`: limits on `$expand` work per request.
     pub query: sunfish_core::query::Budget,
+    /// `[auth]`: authentication.
+    pub auth: AuthConfig,
+}
+
+/// `[auth]`: see `conf/default.toml`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// Whether requests must authenticate (Basic or session token).
+    pub enabled: bool,
+    /// The bootstrap Administrator's user name.
+    pub admin_user: String,
+    /// Its password, used when the account does not exist yet; without it a password is
+    /// generated and logged once.
+    pub admin_password: Option<String>,
+    /// Let agents that send no credentials (the reference's) post to `/EventListener`.
+    pub open_event_listener: bool,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig { enabled: true, admin_user: "admin".into(), admin_password: None, open_event_listener: false }
+    }
 }
 
 /// `[events]`: see `conf/default.toml`.
@@ -115,11 +138,33 @@ pub struct HttpConfig {
     pub listen: SocketAddr,
     /// Largest accepted request body in bytes; larger ones get 413.
     pub body_limit: usize,
+    /// Most connections served at once; past it new ones wait in the listen backlog (0: no
+    /// limit).
+    pub max_connections: usize,
+    /// Milliseconds a client has to finish a request head (and a TLS handshake, and the wait
+    /// for the next request on a keep-alive connection) before the connection is closed (0: no
+    /// limit).
+    pub header_timeout_ms: u64,
+    /// Milliseconds until a response head is ready; later ones are answered 503 (0: no limit).
+    pub request_timeout_ms: u64,
+    /// Largest total size of request headers in bytes; larger ones get 431 (0: hyper's own
+    /// limit only).
+    pub max_header_bytes: usize,
+    /// `[server.tls]`: HTTPS when a certificate and key are set.
+    pub tls: crate::tls::TlsConfig,
 }
 
 impl Default for HttpConfig {
     fn default() -> Self {
-        HttpConfig { listen: SocketAddr::from(([127, 0, 0, 1], 8000)), body_limit: 1024 * 1024 }
+        HttpConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8000)),
+            body_limit: 1024 * 1024,
+            max_connections: 1024,
+            header_timeout_ms: 10_000,
+            request_timeout_ms: 30_000,
+            max_header_bytes: 16 * 1024,
+            tls: crate::tls::TlsConfig::default(),
+        }
     }
 }
 

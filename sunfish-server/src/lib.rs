@@ -4,14 +4,19 @@
 //!
 //! Layout: [`config`] (layers and keys), [`build`] (plugins from config, seed), [`app`] (the
 //! router, for `oneshot` tests), [`run`] (serve a listener until shutdown, then close storage),
-//! [`routes`] (the dispatcher), [`error`] (the only place that picks statuses), [`seed`].
+//! [`listener`] (the accept loop under `run`: TLS, connection and request limits), [`tls`]
+//! (`[server.tls]`), [`routes`] (the dispatcher), [`error`] (the only place that picks statuses),
+//! [`seed`].
 //! `main.rs` is only the CLI.
 
+pub mod auth;
 pub mod config;
 pub mod error;
+pub mod listener;
 pub mod routes;
 pub mod seed;
 pub mod sse;
+pub mod tls;
 pub mod transport;
 
 use std::future::Future;
@@ -31,6 +36,8 @@ pub struct AppState {
     pub core: Core,
     /// `[server]` settings used per request (limits).
     pub http: Arc<config::HttpConfig>,
+    /// `[auth]` settings used per request.
+    pub auth: Arc<config::AuthConfig>,
     /// `[query]` limits.
     pub query: sunfish_core::query::Budget,
     /// `[events]` settings used by the SSE endpoint.
@@ -50,17 +57,24 @@ pub async fn build(config: &ServerConfig) -> Result<AppState, StartupError> {
         .map_err(|e| StartupError::Io { what: "HTTP client".into(), reason: e.to_string() })?;
     let events =
         EventService::new(builder.storage().clone(), Arc::new(transport), config.events.to_core(&config.outbound)?);
-    let core = builder.event_service(events).build();
+    let auth = sunfish_core::auth::AuthService::new(builder.storage().clone());
+    let core = builder.event_service(events).auth(auth.clone()).build();
     seed::apply(&core, &config.storage.seed).await?;
     seed::advertise_features(&core, &config.query).await?;
     core.start()
         .await
         .map_err(|e| StartupError::Io { what: "starting the event service".into(), reason: e.to_string() })?;
+    if config.auth.enabled {
+        auth.bootstrap(&core, &config.auth.admin_user, config.auth.admin_password.as_deref())
+            .await
+            .map_err(|e| StartupError::Config(format!("auth: {e}")))?;
+    }
     Ok(AppState {
         core,
         http: Arc::new(config.server.clone()),
         events: Arc::new(config.events.clone()),
         query: config.query,
+        auth: Arc::new(config.auth.clone()),
         shutdown: Default::default(),
     })
 }
@@ -71,22 +85,52 @@ pub fn app(state: AppState) -> Router {
 }
 
 /// Serves `listener` until `shutdown` completes, lets in-flight requests finish, then closes
-/// the storage backend (flushing what it holds).
+/// the storage backend (flushing what it holds). HTTPS when the state's `server.tls` names a
+/// certificate and key (read here; see [`run_with_tls`] to read them earlier), plain HTTP
+/// otherwise. The `[server]` limits apply either way ([`listener`]).
 ///
 /// # Errors
-/// I/O errors of the listener or a storage close failure.
+/// A bad `server.tls` setting (storage is closed first), I/O errors of the listener or a
+/// storage close failure.
 pub async fn run(
     listener: TcpListener,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    match state.http.tls.load() {
+        Ok(tls) => run_with_tls(listener, state, tls, shutdown).await,
+        Err(e) => {
+            close(&state.core).await?;
+            Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))
+        }
+    }
+}
+
+/// [`run`] with the TLS configuration given (`None`: plain HTTP) instead of read from
+/// `state`: `main.rs` reads the files before it opens the store.
+///
+/// # Errors
+/// I/O errors of the listener or a storage close failure.
+pub async fn run_with_tls(
+    listener: TcpListener,
+    state: AppState,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     let core = state.core.clone();
+    let http = state.http.clone();
     let token = state.shutdown.clone();
+    let cancel = token.clone();
     let shutdown = async move {
         shutdown.await;
         token.cancel();
     };
-    axum::serve(listener, app(state)).with_graceful_shutdown(shutdown).await?;
+    listener::serve(listener, app(state), &http, tls, cancel, shutdown).await?;
+    close(&core).await
+}
+
+/// Stops the core's background work and closes storage.
+async fn close(core: &Core) -> std::io::Result<()> {
     core.stop();
     core.storage().close().await.map_err(|e| std::io::Error::other(e.to_string()))
 }

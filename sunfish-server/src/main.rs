@@ -76,6 +76,11 @@ fn main() -> ExitCode {
     }
     init_logging(&cfg.log.level);
     rt.block_on(async move {
+        // Certificate files first: a bad one stops the start before the store is opened.
+        let tls = match cfg.server.tls.load() {
+            Ok(t) => t,
+            Err(e) => return fail(&e),
+        };
         let state = match sunfish_server::build(&cfg).await {
             Ok(s) => s,
             Err(e) => return fail(&e),
@@ -84,8 +89,9 @@ fn main() -> ExitCode {
             Ok(l) => l,
             Err(e) => return fail(&format!("cannot listen on {}: {e}", cfg.server.listen)),
         };
-        tracing::info!(listen = %cfg.server.listen, backend = %cfg.storage.backend, "sunfish-server ready");
-        match sunfish_server::run(listener, state, shutdown_signal()).await {
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        tracing::info!(listen = %cfg.server.listen, %scheme, backend = %cfg.storage.backend, "sunfish-server ready");
+        match sunfish_server::run_with_tls(listener, state, tls, shutdown_signal()).await {
             Ok(()) => {
                 tracing::info!("stopped");
                 ExitCode::SUCCESS

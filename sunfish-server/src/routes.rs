@@ -9,6 +9,7 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use serde_json::{json, Value};
 use sunfish_core::action::ActionResult;
+use sunfish_core::auth::SESSIONS;
 use sunfish_core::query::{self, QueryOptions};
 use sunfish_core::tasks::{FinalResponse, MonitorState, TASK_MONITORS};
 use sunfish_core::{Error, Operation, Resource, ResourcePath};
@@ -17,6 +18,7 @@ use sunfish_core::{Outcome, Written};
 /// Where the SSE stream is served (`ServerSentEventUri`).
 pub const SSE_PATH: &str = "/redfish/v1/EventService/SSE";
 
+use crate::auth;
 use crate::error::ApiError;
 use crate::AppState;
 
@@ -33,6 +35,7 @@ async fn handle(state: &AppState, req: Request) -> Result<Response, ApiError> {
     let raw = parts.uri.path().to_string();
     let method = parts.method.clone();
     let trimmed = raw.trim_start_matches('/');
+    let access = auth::authorize(state, &method, &raw, &parts.headers).await?;
 
     if trimmed == "redfish" || trimmed == "redfish/" {
         return match method {
@@ -55,6 +58,17 @@ async fn handle(state: &AppState, req: Request) -> Result<Response, ApiError> {
     }
     let path = ResourcePath::parse(&raw)?;
     let core = &state.core;
+    if method == Method::POST && path.as_str() == SESSIONS {
+        if let Some(auth) = core.auth() {
+            let payload = read_json(state, &parts.headers, body).await?;
+            let (session, token) = auth.login(core, &payload).await?;
+            let mut r = outcome_response(Outcome::Done(Written::Created(session)), &method);
+            if let Ok(v) = HeaderValue::from_str(&token) {
+                r.headers_mut().insert("X-Auth-Token", v);
+            }
+            return Ok(r);
+        }
+    }
     if path.as_str() == SSE_PATH && state.core.events().is_some() {
         return match method {
             Method::GET => crate::sse::stream(state, &parts.headers, parts.uri.query()),
@@ -101,11 +115,13 @@ async fn handle(state: &AppState, req: Request) -> Result<Response, ApiError> {
         Method::PUT => {
             let if_match = if_match(&parts.headers);
             let payload = read_json(state, &parts.headers, body).await?;
+            only_own_password(&access, &path, &payload)?;
             Ok(outcome_response(core.replace_request(&path, payload, if_match).await?, &method))
         }
         Method::PATCH => {
             let if_match = if_match(&parts.headers);
             let payload = read_json(state, &parts.headers, body).await?;
+            only_own_password(&access, &path, &payload)?;
             Ok(outcome_response(core.patch_request(&path, payload, if_match).await?, &method))
         }
         Method::DELETE => Ok(outcome_response(core.delete_request(&path, if_match(&parts.headers)).await?, &method)),
@@ -114,6 +130,18 @@ async fn handle(state: &AppState, req: Request) -> Result<Response, ApiError> {
             Err(ApiError::MethodNotAllowed(allowed_for(&path, &res)))
         }
     }
+}
+
+/// A principal allowed on its own account only by `ConfigureSelf` may change its password and
+/// nothing else.
+fn only_own_password(access: &auth::Access, path: &ResourcePath, payload: &Value) -> Result<(), ApiError> {
+    if let auth::Access::OwnAccount(_) = access {
+        let other = payload.as_object().is_some_and(|o| o.keys().any(|k| k != "Password" && !k.starts_with("@odata")));
+        if other {
+            return Err(Error::InsufficientPrivilege { path: path.to_string(), operation: Operation::Patch }.into());
+        }
+    }
+    Ok(())
 }
 
 /// Seconds a client should wait before polling a task monitor again.

@@ -130,9 +130,13 @@ pub struct TestServer {
 }
 
 /// A configuration for `backend` (fs in a new temporary directory, returned alongside).
+///
+/// Authentication is off: tests of other areas are not about credentials. Auth tests turn it on
+/// (`cfg.auth.enabled = true`).
 pub fn config_for(backend: Backend) -> (ServerConfig, Option<TempDir>) {
     let mut cfg = ServerConfig::default();
     cfg.server.listen = ([127, 0, 0, 1], 0).into();
+    cfg.auth.enabled = false;
     match backend {
         Backend::Memory => {
             cfg.storage.backend = "memory".into();
@@ -245,6 +249,8 @@ impl BinaryServer {
         let listen = format!("127.0.0.1:{port}");
         let mut cmd = Command::new(server_binary());
         cmd.args(args).args(["--listen", &listen]).stdout(Stdio::null()).stderr(Stdio::null());
+        // Authentication off unless the test's own environment turns it on.
+        cmd.env("SUNFISH__AUTH__ENABLED", "false");
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -420,6 +426,7 @@ pub fn raw_head(method: &str, target: &str, body: &[u8]) -> Vec<u8> {
 pub fn config_for_root(root: &Path, fsync: bool) -> ServerConfig {
     let mut cfg = ServerConfig::default();
     cfg.server.listen = ([127, 0, 0, 1], 0).into();
+    cfg.auth.enabled = false;
     cfg.storage.backend = "fs".into();
     cfg.storage.options = serde_json::json!({"root": root, "fsync": fsync});
     cfg

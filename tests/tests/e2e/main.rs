@@ -1,5 +1,6 @@
 //! End-to-end tests: one binary, a module per area.
 
+mod auth;
 mod cli;
 mod concurrency;
 mod config_files;
@@ -18,3 +19,4 @@ mod shutdown;
 mod sse;
 mod tasks;
 mod update;
+mod limits;
