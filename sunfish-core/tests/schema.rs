@@ -144,7 +144,10 @@ fn unknown() {
         patch(set, json!({"Boot": {"Bogus": 1}}), &cur),
         Err(Error::PropertyUnknown { property: "Boot/Bogus".into() })
     );
-    assert_eq!(create(set, json!({"Name@Contoso.Note": "x"})), Err(Error::PropertyUnknown { property: "Name@Contoso.Note".into() }));
+    assert_eq!(
+        create(set, json!({"Name@Contoso.Note": "x"})),
+        Err(Error::PropertyUnknown { property: "Name@Contoso.Note".into() })
+    );
     // IPMIHostInterface came with ComputerSystem v1_25_0.
     let ipmi = json!({"IPMIHostInterface": {"ServiceEnabled": true}});
     assert_eq!(create(set, ipmi.clone()), Err(Error::PropertyUnknown { property: "IPMIHostInterface".into() }));

@@ -21,6 +21,18 @@ pub enum ApiError {
     NoRoute(String),
     /// The HTTP method is not one the service implements for this path.
     MethodNotAllowed(Vec<Operation>),
+    /// 503 `OperationTimeout`: the response was not ready within `server.request_timeout_ms`.
+    RequestTimeout {
+        /// The configured limit.
+        limit_ms: u64,
+    },
+    /// 431: the request headers exceed `server.max_header_bytes`.
+    HeadersTooLarge {
+        /// Their size.
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
 }
 
 impl From<Error> for ApiError {
@@ -94,6 +106,20 @@ impl IntoResponse for ApiError {
                     ),
                 )
             }
+            ApiError::RequestTimeout { limit_ms } => {
+                tracing::warn!(limit_ms, "request timed out");
+                (StatusCode::SERVICE_UNAVAILABLE, message("OperationTimeout", "A timeout internal to the service occurred as part of the request.  Partial results may have been returned.".into(), &[], "Critical", "Retry the request; a write may still complete: read the resource before repeating it."))
+            }
+            ApiError::HeadersTooLarge { size, limit } => (
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                message(
+                    "HeaderInvalid",
+                    format!("The request headers total {size} bytes, more than the {limit} the service accepts."),
+                    &["headers"],
+                    "Critical",
+                    "Send fewer or smaller headers.",
+                ),
+            ),
             ApiError::Core(e) => core_error(e, &mut allow),
         };
         let code = info["MessageId"].clone();

@@ -38,7 +38,6 @@ use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use hyper_util::service::TowerToHyperService;
-use sunfish_core::Error;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -48,9 +47,6 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::HttpConfig;
 use crate::error::ApiError;
-
-/// Name the interim error bodies give as the "agent" (see [`request_timed_out`]).
-const SERVICE: &str = "sunfish-server";
 
 /// The `[server]` limits as the loop uses them: `None` where the configuration says 0.
 #[derive(Debug, Clone, Copy)]
@@ -240,7 +236,9 @@ async fn limit_request(State(limits): State<RequestLimits>, req: Request, next: 
     let handling = limits.handlers.spawn(next.run(req));
     match tokio::time::timeout(limit, handling).await {
         Ok(Ok(resp)) => resp,
-        Ok(Err(e)) => ApiError::from(Error::Internal { message: format!("handler of {what}: {e}") }).into_response(),
+        Ok(Err(e)) => {
+            ApiError::from(sunfish_core::Error::Internal { message: format!("handler of {what}: {e}") }).into_response()
+        }
         Err(_) => {
             tracing::warn!(request = %what, limit_ms = limit.as_millis(), "request timed out; it goes on in the background");
             request_timed_out(limit).into_response()
@@ -253,29 +251,14 @@ fn header_bytes(headers: &HeaderMap) -> usize {
     headers.iter().map(|(n, v)| n.as_str().len() + v.len() + 4).sum()
 }
 
-/// 503 `OperationTimeout`. Interim: through the agent-timeout mapping of [`ApiError`], the only
-/// existing one with that MessageId and a status of our choosing, until `ApiError` has a
-/// `RequestTimeout` variant.
+/// 503 `OperationTimeout`: the response head was not ready within `server.request_timeout_ms`.
 fn request_timed_out(limit: Duration) -> ApiError {
-    ApiError::Core(Error::Agent {
-        agent: SERVICE.into(),
-        status: Some(503),
-        timed_out: true,
-        message: format!("the request did not complete within {} ms (server.request_timeout_ms)", limit.as_millis()),
-    })
+    ApiError::RequestTimeout { limit_ms: u64::try_from(limit.as_millis()).unwrap_or(u64::MAX) }
 }
 
-/// 431 with a Redfish error body. Interim: through the agent-status mapping of [`ApiError`],
-/// the only existing one that can answer 431, until `ApiError` has a `HeadersTooLarge` variant.
+/// 431 with a Redfish error body: the headers exceed `server.max_header_bytes`.
 fn headers_too_large(size: usize, limit: usize) -> ApiError {
-    ApiError::Core(Error::Agent {
-        agent: SERVICE.into(),
-        status: Some(431),
-        timed_out: false,
-        message: format!(
-            "the request headers are {size} bytes, more than the {limit} accepted (server.max_header_bytes)"
-        ),
-    })
+    ApiError::HeadersTooLarge { size, limit }
 }
 
 #[cfg(test)]

@@ -57,7 +57,10 @@ impl CsdlIndex {
             },
             None => (namespace, None),
         };
-        let entry = self.by_schema.entry(schema.to_string()).or_insert_with(|| Entry { file: file.to_string(), ..Entry::default() });
+        let entry = self
+            .by_schema
+            .entry(schema.to_string())
+            .or_insert_with(|| Entry { file: file.to_string(), ..Entry::default() });
         // A schema defined in two files keeps the first (sorted) file; DMTF never does this.
         if entry.file != file {
             return;
@@ -84,8 +87,9 @@ impl CsdlIndex {
     pub(crate) fn has(&self, namespace: &str) -> bool {
         match namespace.split_once('.') {
             None => self.by_schema.get(namespace).is_some_and(|e| e.unversioned),
-            Some((s, v)) => Version::parse(v)
-                .is_some_and(|v| self.by_schema.get(s).is_some_and(|e| e.versions.contains_key(&v))),
+            Some((s, v)) => {
+                Version::parse(v).is_some_and(|v| self.by_schema.get(s).is_some_and(|e| e.versions.contains_key(&v)))
+            }
         }
     }
 
@@ -147,7 +151,12 @@ mod tests {
         let found = schemas(text);
         assert_eq!(
             found,
-            vec![("ServiceRoot", false), ("ServiceRoot.v1_0_0", true), ("ServiceRoot.v1_0_1", false), ("ServiceRoot.v1_5_0", true)]
+            vec![
+                ("ServiceRoot", false),
+                ("ServiceRoot.v1_0_0", true),
+                ("ServiceRoot.v1_0_1", false),
+                ("ServiceRoot.v1_5_0", true)
+            ]
         );
         let mut index = CsdlIndex::default();
         for (ns, c) in found {

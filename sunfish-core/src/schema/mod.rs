@@ -243,12 +243,9 @@ impl SchemaSet {
                 let file = format!("{}.json", t.schema);
                 self.json_files.contains(&file).then_some(file)
             }
-            Some(want) => self
-                .versioned
-                .get(t.schema)?
-                .iter()
-                .find(|(have, _)| have.covers(&want))
-                .map(|(_, file)| file.clone()),
+            Some(want) => {
+                self.versioned.get(t.schema)?.iter().find(|(have, _)| have.covers(&want)).map(|(_, file)| file.clone())
+            }
         }
     }
 
@@ -338,7 +335,9 @@ impl SchemaSet {
         let doc = if uri.is_empty() {
             from.clone()
         } else {
-            let file = uri.strip_prefix(DMTF_SCHEMA_BASE).or_else(|| uri.strip_prefix("https://redfish.dmtf.org/schemas/v1/"))?;
+            let file = uri
+                .strip_prefix(DMTF_SCHEMA_BASE)
+                .or_else(|| uri.strip_prefix("https://redfish.dmtf.org/schemas/v1/"))?;
             if file.contains('/') {
                 return None;
             }

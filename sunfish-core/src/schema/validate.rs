@@ -112,7 +112,10 @@ impl Check<'_> {
         if let Some(allowed) = s.get("enum").and_then(Value::as_array) {
             if !value.is_null() {
                 if !allowed.contains(value) {
-                    return Err(Error::property_value(path, format!("{} is not one of the allowed values", short(value))));
+                    return Err(Error::property_value(
+                        path,
+                        format!("{} is not one of the allowed values", short(value)),
+                    ));
                 }
                 let added = value.as_str().and_then(|v| s.get("enumVersionAdded").and_then(|m| m.get(v)));
                 if self.too_new(doc, added) {
@@ -127,7 +130,10 @@ impl Check<'_> {
             Value::String(text) => {
                 if let Some(pattern) = s.get("pattern").and_then(Value::as_str) {
                     if self.set.regex(pattern).is_some_and(|re| !re.is_match(text)) {
-                        return Err(Error::property_value(path, format!("{} does not match the pattern {pattern}", short(value))));
+                        return Err(Error::property_value(
+                            path,
+                            format!("{} does not match the pattern {pattern}", short(value)),
+                        ));
                     }
                 }
             }
@@ -184,7 +190,9 @@ impl Check<'_> {
                 continue;
             }
             match s.get("additionalProperties") {
-                Some(Value::Bool(false)) if !self.unchanged(v, cur) => return Err(Error::PropertyUnknown { property: p }),
+                Some(Value::Bool(false)) if !self.unchanged(v, cur) => {
+                    return Err(Error::PropertyUnknown { property: p })
+                }
                 Some(extra @ Value::Object(_)) => self.value(doc, extra, v, cur, &p, depth + 1)?,
                 _ => {}
             }

@@ -57,7 +57,7 @@ async fn make_account(c: &Client, user: &str, role: &str) -> String {
     )
     .await;
     assert_eq!(r.status, 201, "{}", r.body);
-    r.body["@odata.id"].as_str().unwrap().to_string()
+    r.body["@odata.id"].as_str().unwrap_or_else(|| panic!("no @odata.id in {}", r.body)).to_string()
 }
 
 /// Without credentials only the service root, /redfish, $metadata, the OData document and
