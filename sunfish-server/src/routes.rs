@@ -249,11 +249,41 @@ fn json_response(status: StatusCode, body: Bytes, method: &Method) -> Response {
     r
 }
 
+/// Headers every resource response carries: the strong `ETag`, `OData-Version`, `Allow`
+/// (what the resource accepts), `Link: <schema>; rel=describedby` (the versioned DMTF schema
+/// named by `@odata.type`), and `Cache-Control: no-cache` (clients revalidate with the ETag).
 fn add_resource_headers(h: &mut HeaderMap, res: &Resource) {
     if let Ok(v) = HeaderValue::from_str(&res.etag()) {
         h.insert(header::ETAG, v);
     }
     h.insert("OData-Version", HeaderValue::from_static("4.0"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    let path = res.value().get("@odata.id").and_then(Value::as_str).and_then(|p| ResourcePath::parse(p).ok());
+    if let Some(p) = path {
+        if let Ok(v) = HeaderValue::from_str(&crate::error::allow_header(&allowed_for(&p, res))) {
+            h.insert(header::ALLOW, v);
+        }
+    }
+    if let Some(link) = schema_link(res.value()) {
+        if let Ok(v) = HeaderValue::from_str(&link) {
+            h.insert(header::LINK, v);
+        }
+    }
+}
+
+/// `<http://redfish.dmtf.org/schemas/v1/ComputerSystem.v1_22_0.json>; rel=describedby` from
+/// `#ComputerSystem.v1_22_0.ComputerSystem` (unversioned types name the unversioned file).
+fn schema_link(v: &Value) -> Option<String> {
+    let t = v.get("@odata.type")?.as_str()?.trim_start_matches('#');
+    let mut parts = t.split('.');
+    let name = parts.next().filter(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))?;
+    let file = match (parts.next(), parts.next()) {
+        (Some(ver), Some(_)) if ver.starts_with('v') && ver.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') => {
+            format!("{name}.{ver}")
+        }
+        _ => name.to_string(),
+    };
+    Some(format!("<http://redfish.dmtf.org/schemas/v1/{file}.json>; rel=describedby"))
 }
 
 fn resource_response(status: StatusCode, res: &Resource, method: &Method) -> Response {

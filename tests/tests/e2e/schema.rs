@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 
 use reqwest::{Method, StatusCode};
-use serde_json::{json, Value};
+use serde_json::json;
 use sunfish_tests::{assert_collection_consistent, assert_redfish_error, config_for, Backend, TestServer};
 
 const SYSTEM: &str = "#ComputerSystem.v1_20_0.ComputerSystem";
