@@ -512,6 +512,14 @@ impl Core {
             Err(Error::NotFound { .. }) => None,
             Err(e) => return Err(e),
         };
+        if let Some(r) = target.as_ref().filter(|r| !r.is_collection()) {
+            let _ = r;
+            return Err(Error::NotAllowed {
+                path: collection.to_string(),
+                operation: Operation::Create,
+                allowed: if collection.is_root() { vec![Operation::Get] } else { Operation::RESOURCE.to_vec() },
+            });
+        }
         // Clients of service-managed collections (subscriptions, sessions, accounts) do not send
         // `@odata.type`; anywhere else it is required.
         if !obj.contains_key("@odata.type") {
@@ -564,6 +572,10 @@ impl Core {
     /// The stored resource at `path`, refusing collections for `operation`.
     async fn writable(&self, path: &ResourcePath, operation: Operation, if_match: Option<u64>) -> Result<Resource> {
         let current = self.inner.storage.get(path).await?;
+        // The service root describes the service; clients read it only.
+        if path.is_root() {
+            return Err(Error::NotAllowed { path: path.to_string(), operation, allowed: vec![Operation::Get] });
+        }
         if current.is_collection() {
             return Err(Error::NotAllowed {
                 path: path.to_string(),
@@ -651,7 +663,20 @@ impl Core {
         allow_task: bool,
     ) -> Result<Outcome> {
         let current = self.writable(path, Operation::Patch, if_match).await?;
-        let delta = Value::Object(into_object(delta)?);
+        let mut delta = into_object(delta)?;
+        // Annotations that restate the resource (`@odata.id` with or without a trailing slash,
+        // the same `@odata.type`) are dropped; a PATCH of nothing else changes nothing.
+        delta.retain(|k, v| {
+            if k == "@odata.id" {
+                let same = v.as_str().and_then(|s| ResourcePath::parse(s).ok()).is_some_and(|p| &p == path);
+                return !same;
+            }
+            !(k.starts_with("@odata.") && current.value().get(k.as_str()) == Some(v))
+        });
+        if delta.is_empty() {
+            return Err(Error::NoOperation);
+        }
+        let delta = Value::Object(delta);
         check_immutable(current.value(), &delta)?;
         let mut op = WriteOp {
             operation: Operation::Patch,
@@ -692,7 +717,7 @@ impl Core {
             return Err(Error::NotAllowed {
                 path: path.to_string(),
                 operation: Operation::Delete,
-                allowed: vec![Operation::Get, Operation::Patch],
+                allowed: vec![Operation::Get],
             });
         }
         let current = self.writable(path, Operation::Delete, if_match).await?;

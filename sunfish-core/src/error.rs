@@ -104,6 +104,9 @@ pub enum Error {
         /// What was attempted.
         operation: Operation,
     },
+    /// 400 `NoOperation`: the request would change nothing (a PATCH of annotations only).
+    #[error("the request changes nothing")]
+    NoOperation,
     /// 412 `PreconditionFailed`: `If-Match` named a revision that is no longer current.
     #[error("precondition failed on {path}")]
     PreconditionFailed {

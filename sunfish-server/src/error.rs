@@ -205,6 +205,10 @@ fn core_error(e: Error, allow: &mut Option<String>) -> (StatusCode, Value) {
             StatusCode::FORBIDDEN,
             message("InsufficientPrivilege", "There are insufficient privileges for the account or credentials associated with the current session to perform the requested operation.".into(), &[], "Critical", "Either abandon the operation or change the associated access rights and resubmit the request if the operation failed."),
         ),
+        Error::NoOperation => (
+            StatusCode::BAD_REQUEST,
+            message("NoOperation", "The request body submitted contain no data to act upon and no changes to the resource took place.".into(), &[], "Warning", "Add properties in the JSON object and resubmit the request."),
+        ),
         Error::QueryNotSupported { parameter } => (
             StatusCode::NOT_IMPLEMENTED,
             message("QueryParameterUnsupported", format!("Query parameter '{parameter}' is not supported."), &[&parameter], "Warning", "Correct or remove the query parameter and resubmit the request."),

@@ -34,6 +34,17 @@ async fn handle(state: &AppState, req: Request) -> Result<Response, ApiError> {
     let (parts, body) = req.into_parts();
     let raw = parts.uri.path().to_string();
     let method = parts.method.clone();
+    // Only OData 4.0 is spoken; a client asking for another version gets 412.
+    if let Some(v) = parts.headers.get("OData-Version") {
+        if v.as_bytes() != b"4.0" {
+            return Err(Error::PreconditionFailed { path: raw.clone() }.into());
+        }
+    }
+    // `POST <collection>/Members` is a POST to the collection (DSP0266).
+    let raw = match raw.strip_suffix("/Members").or_else(|| raw.strip_suffix("/Members/")) {
+        Some(coll) if method == Method::POST => coll.to_string(),
+        _ => raw,
+    };
     let trimmed = raw.trim_start_matches('/');
     let access = auth::authorize(state, &method, &raw, &parts.headers).await?;
 
@@ -232,7 +243,7 @@ async fn query_response(
 /// What a stored resource allows, for `Allow` headers.
 pub fn allowed_for(path: &ResourcePath, res: &Resource) -> Vec<Operation> {
     if path.is_root() {
-        vec![Operation::Get, Operation::Patch]
+        vec![Operation::Get]
     } else if res.is_collection() {
         Operation::COLLECTION.to_vec()
     } else {

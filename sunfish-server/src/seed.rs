@@ -39,10 +39,14 @@ pub async fn apply(core: &Core, seed: &str) -> Result<(), StartupError> {
         "none" => return Ok(()),
         "builtin" => {
             let mut res = builtin()?;
-            // Each service gets its own identity; the seed file's UUID is only a placeholder.
-            if let Some((_, root)) = res.iter_mut().find(|(p, _)| p.is_root()) {
-                if let Some(obj) = root.as_object_mut() {
-                    obj.insert("UUID".into(), Value::String(uuid::Uuid::new_v4().to_string()));
+            // Each service gets its own identity (its root and its Manager share it); the seed
+            // files' UUIDs are only placeholders.
+            let id = Value::String(uuid::Uuid::new_v4().to_string());
+            for (path, v) in res.iter_mut() {
+                if path.is_root() || path.as_str() == "/redfish/v1/Managers/Sunfish" {
+                    if let Some(obj) = v.as_object_mut() {
+                        obj.insert("UUID".into(), id.clone());
+                    }
                 }
             }
             res

@@ -66,7 +66,8 @@ async fn metadata_document() {
         }
     }
     let included = attributes(&xml, "Namespace");
-    for ns in ["ServiceRoot", "ServiceRoot.v1_20_0", "ComputerSystemCollection", "RedfishExtensions.v1_0_0", "Service"] {
+    for ns in ["ServiceRoot", "ServiceRoot.v1_20_0", "ComputerSystemCollection", "RedfishExtensions.v1_0_0", "Service"]
+    {
         assert!(included.contains(&ns), "{ns} missing: {xml}");
     }
     let extends = attributes(&xml, "Extends");
@@ -113,7 +114,10 @@ async fn odata_service_document() {
     assert_eq!(r.body["@odata.context"], "/redfish/v1/$metadata");
     let value = r.body["value"].as_array().unwrap();
     assert_eq!(value[0], json!({"name": "Service", "kind": "Singleton", "url": "/redfish/v1/"}));
-    assert!(value.contains(&json!({"name": "Systems", "kind": "Singleton", "url": "/redfish/v1/Systems"})), "{value:?}");
+    assert!(
+        value.contains(&json!({"name": "Systems", "kind": "Singleton", "url": "/redfish/v1/Systems"})),
+        "{value:?}"
+    );
     for entry in value {
         let url = entry["url"].as_str().unwrap();
         assert_eq!(s.get(url).await.status, StatusCode::OK, "{url}");
@@ -161,7 +165,11 @@ async fn json_schemas() {
 
     assert_redfish_error(&s.get("/redfish/v1/JsonSchemas/Nope").await, 404, "ResourceNotFound");
     assert_redfish_error(&s.get("/redfish/v1/JsonSchemas/ServiceRoot/Chassis.json").await, 404, "ResourceNotFound");
-    assert_redfish_error(&s.get("/redfish/v1/JsonSchemas/ServiceRoot/ServiceRoot.v1_99_0.json").await, 404, "ResourceNotFound");
+    assert_redfish_error(
+        &s.get("/redfish/v1/JsonSchemas/ServiceRoot/ServiceRoot.v1_99_0.json").await,
+        404,
+        "ResourceNotFound",
+    );
     assert_redfish_error(&s.delete("/redfish/v1/JsonSchemas/ServiceRoot").await, 405, "OperationNotAllowed");
     s.stop().await;
 }
@@ -250,7 +258,8 @@ async fn service_resources_under_validation() {
 async fn excerpt_uses_the_bundle() {
     let Some(dir) = bundle() else { return };
     let s = server(Some(&dir)).await;
-    let chassis = json!({"@odata.type": "#Chassis.v1_28_0.Chassis", "Id": "c1", "Name": "c1", "ChassisType": "RackMount"});
+    let chassis =
+        json!({"@odata.type": "#Chassis.v1_28_0.Chassis", "Id": "c1", "Name": "c1", "ChassisType": "RackMount"});
     assert_eq!(s.post("/redfish/v1/Chassis", &chassis).await.status, 201);
     let sensor = json!({
         "@odata.type": "#Sensor.v1_12_0.Sensor", "Id": "t1", "Name": "Inlet",

@@ -149,3 +149,35 @@ async fn writes_on_collection_are_405_with_allow() {
         s.stop().await;
     }
 }
+
+/// The service root is read-only (405 with `Allow: GET, HEAD`); a PATCH of annotations that
+/// restate the resource is 400 `NoOperation`; `POST <collection>/Members` creates in the
+/// collection; a request for another OData version is 412.
+#[tokio::test]
+async fn protocol_details() {
+    let s = sunfish_tests::TestServer::start(sunfish_tests::Backend::Memory).await;
+    for m in [reqwest::Method::PATCH, reqwest::Method::PUT, reqwest::Method::POST, reqwest::Method::DELETE] {
+        let r = s.send(m.clone(), "/redfish/v1", Some(&serde_json::json!({"Name": "x"})), &[]).await;
+        assert_eq!(r.status, 405, "{m}");
+        assert_eq!(r.header("Allow"), "GET, HEAD", "{m}");
+    }
+    let sys = s
+        .post("/redfish/v1/Systems", &serde_json::json!({"@odata.type": "#ComputerSystem.v1_22_0.ComputerSystem"}))
+        .await;
+    let uri = sys.body["@odata.id"].as_str().unwrap_or_default().to_string();
+    let r = s.patch(&uri, &serde_json::json!({"@odata.id": format!("{uri}/")})).await;
+    assert_eq!(r.status, 400);
+    assert_eq!(r.message_id(), "NoOperation");
+    let r = s
+        .post(
+            "/redfish/v1/Systems/Members",
+            &serde_json::json!({"@odata.type": "#ComputerSystem.v1_22_0.ComputerSystem", "Id": "viaMembers"}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert_eq!(r.body["@odata.id"], "/redfish/v1/Systems/viaMembers");
+    let r = s.send(reqwest::Method::GET, "/redfish/v1", None, &[("OData-Version", "4.1")]).await;
+    assert_eq!(r.status, 412);
+    assert_eq!(s.send(reqwest::Method::GET, "/redfish/v1", None, &[("OData-Version", "4.0")]).await.status, 200);
+    s.stop().await;
+}
