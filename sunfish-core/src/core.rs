@@ -16,6 +16,7 @@ use crate::eventservice::{
 use crate::forward::NoForwarder;
 use crate::registry::{entries, lookup};
 use crate::resource::{check_immutable, collection_template, is_collection, type_name};
+use crate::schema::{SchemaSet, SchemaValidator};
 use crate::tasks::{task_event, FinalResponse, MonitorState, TaskRef, TaskService};
 use crate::{
     AgentForwarder, AgentForwarderRegistration, Error, EventEnvelope, EventHandler, EventHandlerRegistration,
@@ -43,6 +44,8 @@ struct Inner {
     tasks: TaskService,
     /// Accounts, sessions and privileges, when the front end configured them.
     auth: Option<Arc<AuthService>>,
+    /// The DMTF schema bundle, when configured.
+    schemas: Option<Arc<SchemaSet>>,
 }
 
 /// Which plugins to build, by name, with their options tables. The server fills this from
@@ -81,6 +84,7 @@ pub struct CoreBuilder {
     actions: BTreeMap<String, Arc<dyn ActionHandler>>,
     events: Option<Arc<EventService>>,
     auth: Option<Arc<AuthService>>,
+    schemas: Option<Arc<SchemaSet>>,
 }
 
 impl CoreBuilder {
@@ -136,6 +140,22 @@ impl CoreBuilder {
         self
     }
 
+    /// Puts an object handler before every other one (also before the EventService's and auth's
+    /// hooks when called after them): for checks of the client's own body.
+    pub fn first_object_handler(mut self, name: &str, handler: Arc<dyn ObjectHandler>) -> Self {
+        self.object_handlers.insert(0, (name.to_string(), handler));
+        self
+    }
+
+    /// Adds a DMTF schema bundle: write bodies are validated against it (before any other
+    /// hook), and what clients may do to a resource follows its capabilities (insertable,
+    /// updatable, deletable). Call after the other services.
+    pub fn schemas(mut self, schemas: Arc<SchemaSet>) -> Self {
+        self = self.first_object_handler("schema", Arc::new(SchemaValidator::new(schemas.clone())));
+        self.schemas = Some(schemas);
+        self
+    }
+
     /// The finished core.
     pub fn build(self) -> Core {
         Core {
@@ -148,6 +168,7 @@ impl CoreBuilder {
                 events: self.events,
                 tasks: TaskService::new(self.storage.clone()),
                 auth: self.auth,
+                schemas: self.schemas,
             }),
         }
     }
@@ -172,6 +193,7 @@ impl Core {
             actions: BTreeMap::new(),
             events: None,
             auth: None,
+            schemas: None,
         }
     }
 
@@ -237,6 +259,39 @@ impl Core {
         if let Some(ev) = &self.inner.events {
             ev.stop();
         }
+    }
+
+    /// The DMTF schema bundle, if configured.
+    pub fn schemas(&self) -> Option<&Arc<SchemaSet>> {
+        self.inner.schemas.as_ref()
+    }
+
+    /// What clients may do to the resource at `path`: the service root is read-only, a
+    /// collection takes GET and POST, anything else GET, PUT, PATCH and DELETE; with a schema
+    /// bundle, minus what the type's schema says is not insertable, updatable or deletable.
+    /// The server's `Allow` headers and the 405s of client requests both come from here.
+    pub fn allowed(&self, path: &ResourcePath, res: &Resource) -> Vec<Operation> {
+        let mut ops = if path.is_root() {
+            vec![Operation::Get]
+        } else if res.is_collection() {
+            Operation::COLLECTION.to_vec()
+        } else {
+            Operation::RESOURCE.to_vec()
+        };
+        let caps = self
+            .inner
+            .schemas
+            .as_ref()
+            .and_then(|s| res.value().get("@odata.type").and_then(Value::as_str).and_then(|t| s.capabilities(t)));
+        if let Some(c) = caps {
+            ops.retain(|op| match op {
+                Operation::Get => true,
+                Operation::Create => c.insertable,
+                Operation::Replace | Operation::Patch => c.updatable,
+                Operation::Delete => c.deletable,
+            });
+        }
+        ops
     }
 
     /// The authentication service, if configured.
@@ -512,13 +567,11 @@ impl Core {
             Err(Error::NotFound { .. }) => None,
             Err(e) => return Err(e),
         };
-        if let Some(r) = target.as_ref().filter(|r| !r.is_collection()) {
-            let _ = r;
-            return Err(Error::NotAllowed {
-                path: collection.to_string(),
-                operation: Operation::Create,
-                allowed: if collection.is_root() { vec![Operation::Get] } else { Operation::RESOURCE.to_vec() },
-            });
+        if let Some(r) = &target {
+            let allowed = self.allowed(collection, r);
+            if !r.is_collection() || (allow_task && !allowed.contains(&Operation::Create)) {
+                return Err(Error::NotAllowed { path: collection.to_string(), operation: Operation::Create, allowed });
+            }
         }
         // Clients of service-managed collections (subscriptions, sessions, accounts) do not send
         // `@odata.type`; anywhere else it is required.
@@ -570,11 +623,19 @@ impl Core {
     }
 
     /// The stored resource at `path`, refusing collections for `operation`.
-    async fn writable(&self, path: &ResourcePath, operation: Operation, if_match: Option<u64>) -> Result<Resource> {
+    async fn writable(
+        &self,
+        path: &ResourcePath,
+        operation: Operation,
+        if_match: Option<u64>,
+        client: bool,
+    ) -> Result<Resource> {
         let current = self.inner.storage.get(path).await?;
-        // The service root describes the service; clients read it only.
-        if path.is_root() {
-            return Err(Error::NotAllowed { path: path.to_string(), operation, allowed: vec![Operation::Get] });
+        // The service root describes the service; clients read it only. Clients may do only
+        // what the resource's schema allows.
+        let allowed = self.allowed(path, &current);
+        if path.is_root() || (client && !current.is_collection() && !allowed.contains(&operation)) {
+            return Err(Error::NotAllowed { path: path.to_string(), operation, allowed });
         }
         if current.is_collection() {
             return Err(Error::NotAllowed {
@@ -616,7 +677,7 @@ impl Core {
         if_match: Option<u64>,
         allow_task: bool,
     ) -> Result<Outcome> {
-        let current = self.writable(path, Operation::Replace, if_match).await?;
+        let current = self.writable(path, Operation::Replace, if_match, allow_task).await?;
         let incoming = Value::Object(into_object(payload)?);
         check_immutable(current.value(), &incoming)?;
         let mut obj = into_object(incoming)?;
@@ -662,7 +723,7 @@ impl Core {
         if_match: Option<u64>,
         allow_task: bool,
     ) -> Result<Outcome> {
-        let current = self.writable(path, Operation::Patch, if_match).await?;
+        let current = self.writable(path, Operation::Patch, if_match, allow_task).await?;
         let mut delta = into_object(delta)?;
         // Annotations that restate the resource (`@odata.id` with or without a trailing slash,
         // the same `@odata.type`) are dropped; a PATCH of nothing else changes nothing.
@@ -720,7 +781,7 @@ impl Core {
                 allowed: vec![Operation::Get],
             });
         }
-        let current = self.writable(path, Operation::Delete, if_match).await?;
+        let current = self.writable(path, Operation::Delete, if_match, allow_task).await?;
         let mut op = WriteOp {
             operation: Operation::Delete,
             path: path.clone(),

@@ -304,6 +304,19 @@ fn csdl_index() {
     assert!(set.json_file_bytes("../csdl/ComputerSystem_v1.xml").is_none());
 }
 
+/// Capabilities come from the unversioned schema of the type.
+#[test]
+fn capabilities() {
+    let Some(set) = schemas() else { return };
+    let caps = |t: &str| set.capabilities(t).map(|c| (c.insertable, c.updatable, c.deletable));
+    assert_eq!(caps(SYSTEM), Some((false, true, true)));
+    assert_eq!(caps("#ServiceRoot.v1_20_0.ServiceRoot"), Some((false, false, false)));
+    assert_eq!(caps("#EventService.v1_12_0.EventService"), Some((false, true, false)));
+    assert_eq!(caps("#ChassisCollection.ChassisCollection"), Some((true, false, false)));
+    assert_eq!(caps("#Session.v1_8_0.Session"), Some((false, false, true)));
+    assert_eq!(caps("#ContosoWidget.v1_0_0.ContosoWidget"), None);
+}
+
 /// A store over [`ResourceTree`], for [`types_in_store`].
 struct TreeStore(parking_lot::Mutex<ResourceTree>);
 

@@ -35,6 +35,18 @@ pub struct ServerConfig {
     pub query: sunfish_core::query::Budget,
     /// `[auth]`: authentication.
     pub auth: AuthConfig,
+    /// `[schema]`: the DMTF schema bundle.
+    pub schema: SchemaConfig,
+}
+
+/// `[schema]`: see `conf/default.toml`.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SchemaConfig {
+    /// A DSP8010 bundle directory (with `json-schema/` and `csdl/`). When set, write bodies are
+    /// validated against it, `Allow` and 405s follow its capabilities, `excerpt` uses its
+    /// annotations and `$metadata` references only what it defines.
+    pub dir: Option<std::path::PathBuf>,
 }
 
 /// `[auth]`: see `conf/default.toml`.

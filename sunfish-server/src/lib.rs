@@ -13,6 +13,7 @@ pub mod auth;
 pub mod config;
 pub mod error;
 pub mod listener;
+pub mod metadata;
 pub mod routes;
 pub mod seed;
 pub mod sse;
@@ -58,7 +59,15 @@ pub async fn build(config: &ServerConfig) -> Result<AppState, StartupError> {
     let events =
         EventService::new(builder.storage().clone(), Arc::new(transport), config.events.to_core(&config.outbound)?);
     let auth = sunfish_core::auth::AuthService::new(builder.storage().clone());
-    let core = builder.event_service(events).auth(auth.clone()).build();
+    let schemas = match &config.schema.dir {
+        Some(dir) => Some(Arc::new(sunfish_core::schema::SchemaSet::load(dir)?)),
+        None => None,
+    };
+    let mut builder = builder.event_service(events).auth(auth.clone());
+    if let Some(s) = &schemas {
+        builder = builder.schemas(s.clone());
+    }
+    let core = builder.build();
     seed::apply(&core, &config.storage.seed).await?;
     seed::advertise_features(&core, &config.query).await?;
     core.start()

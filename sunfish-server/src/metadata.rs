@@ -315,7 +315,8 @@ mod tests {
     #[test]
     fn json_schemas() {
         let c = json_schemas_collection(&types());
-        let ids: Vec<&str> = c["Members"].as_array().unwrap().iter().map(|m| m["@odata.id"].as_str().unwrap()).collect();
+        let ids: Vec<&str> =
+            c["Members"].as_array().unwrap().iter().map(|m| m["@odata.id"].as_str().unwrap()).collect();
         assert_eq!(
             ids,
             [

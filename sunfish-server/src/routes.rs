@@ -12,7 +12,7 @@ use sunfish_core::action::ActionResult;
 use sunfish_core::auth::SESSIONS;
 use sunfish_core::query::{self, QueryOptions};
 use sunfish_core::tasks::{FinalResponse, MonitorState, TASK_MONITORS};
-use sunfish_core::{Error, Operation, Resource, ResourcePath};
+use sunfish_core::{Core, Error, Operation, Resource, ResourcePath};
 use sunfish_core::{Outcome, Written};
 
 /// Where the SSE stream is served (`ServerSentEventUri`).
@@ -69,11 +69,14 @@ async fn handle(state: &AppState, req: Request) -> Result<Response, ApiError> {
     }
     let path = ResourcePath::parse(&raw)?;
     let core = &state.core;
+    if let Some(r) = crate::metadata::respond(core, core.schemas().map(|s| &**s), &path, &method).await {
+        return r;
+    }
     if method == Method::POST && path.as_str() == SESSIONS {
         if let Some(auth) = core.auth() {
             let payload = read_json(state, &parts.headers, body).await?;
             let (session, token) = auth.login(core, &payload).await?;
-            let mut r = outcome_response(Outcome::Done(Written::Created(session)), &method);
+            let mut r = outcome_response(core, Outcome::Done(Written::Created(session)), &method);
             if let Ok(v) = HeaderValue::from_str(&token) {
                 r.headers_mut().insert("X-Auth-Token", v);
             }
@@ -113,29 +116,31 @@ async fn handle(state: &AppState, req: Request) -> Result<Response, ApiError> {
             if let Some(inm) = parts.headers.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()) {
                 if etag_list_matches(inm, &res) {
                     let mut r = StatusCode::NOT_MODIFIED.into_response();
-                    add_resource_headers(r.headers_mut(), &res);
+                    add_resource_headers(core, r.headers_mut(), &res);
                     return Ok(r);
                 }
             }
-            Ok(resource_response(StatusCode::OK, &res, &method))
+            Ok(resource_response(core, StatusCode::OK, &res, &method))
         }
         Method::POST => {
             let payload = read_json(state, &parts.headers, body).await?;
-            Ok(outcome_response(core.create_request(&path, payload).await?, &method))
+            Ok(outcome_response(core, core.create_request(&path, payload).await?, &method))
         }
         Method::PUT => {
             let if_match = if_match(&parts.headers);
             let payload = read_json(state, &parts.headers, body).await?;
             only_own_password(&access, &path, &payload)?;
-            Ok(outcome_response(core.replace_request(&path, payload, if_match).await?, &method))
+            Ok(outcome_response(core, core.replace_request(&path, payload, if_match).await?, &method))
         }
         Method::PATCH => {
             let if_match = if_match(&parts.headers);
             let payload = read_json(state, &parts.headers, body).await?;
             only_own_password(&access, &path, &payload)?;
-            Ok(outcome_response(core.patch_request(&path, payload, if_match).await?, &method))
+            Ok(outcome_response(core, core.patch_request(&path, payload, if_match).await?, &method))
         }
-        Method::DELETE => Ok(outcome_response(core.delete_request(&path, if_match(&parts.headers)).await?, &method)),
+        Method::DELETE => {
+            Ok(outcome_response(core, core.delete_request(&path, if_match(&parts.headers)).await?, &method))
+        }
         _ => {
             let res = core.get(&path).await?;
             Err(ApiError::MethodNotAllowed(allowed_for(&path, &res)))
@@ -159,10 +164,10 @@ fn only_own_password(access: &auth::Access, path: &ResourcePath, payload: &Value
 const RETRY_AFTER_SECONDS: &str = "1";
 
 /// The response to a client write: the written resource, or 202 with the task monitor.
-fn outcome_response(outcome: Outcome, method: &Method) -> Response {
+fn outcome_response(core: &Core, outcome: Outcome, method: &Method) -> Response {
     match outcome {
         Outcome::Done(Written::Created(res)) => {
-            let mut r = resource_response(StatusCode::CREATED, &res, method);
+            let mut r = resource_response(core, StatusCode::CREATED, &res, method);
             if let Some(loc) =
                 res.value().get("@odata.id").and_then(Value::as_str).and_then(|l| HeaderValue::from_str(l).ok())
             {
@@ -170,7 +175,7 @@ fn outcome_response(outcome: Outcome, method: &Method) -> Response {
             }
             r
         }
-        Outcome::Done(Written::Updated(res)) => resource_response(StatusCode::OK, &res, method),
+        Outcome::Done(Written::Updated(res)) => resource_response(core, StatusCode::OK, &res, method),
         Outcome::Done(Written::Deleted(_)) => no_content(),
         Outcome::Accepted(task) => accepted(&task.monitor, task.task.as_str(), method),
     }
@@ -228,14 +233,15 @@ async fn query_response(
     let storage = state.core.storage();
     if opts.only() {
         if let Some(member) = query::only_member(storage, &res).await? {
-            return Ok(resource_response(StatusCode::OK, &member, method));
+            return Ok(resource_response(&state.core, StatusCode::OK, &member, method));
         }
     }
-    let body = query::apply(storage, path, &res, opts, &state.query, None).await?;
+    let hints = state.core.schemas().map(|s| &**s as &dyn query::SchemaHints);
+    let body = query::apply(storage, path, &res, opts, &state.query, hints).await?;
     let mut r = json_response(StatusCode::OK, Bytes::from(body.to_string()), method);
     let view_only = opts.expand().is_none() && opts.filter().is_none() && opts.top().is_none() && opts.skip().is_none();
     if view_only {
-        add_resource_headers(r.headers_mut(), &res);
+        add_resource_headers(&state.core, r.headers_mut(), &res);
     }
     Ok(r)
 }
@@ -263,7 +269,7 @@ fn json_response(status: StatusCode, body: Bytes, method: &Method) -> Response {
 /// Headers every resource response carries: the strong `ETag`, `OData-Version`, `Allow`
 /// (what the resource accepts), `Link: <schema>; rel=describedby` (the versioned DMTF schema
 /// named by `@odata.type`), and `Cache-Control: no-cache` (clients revalidate with the ETag).
-fn add_resource_headers(h: &mut HeaderMap, res: &Resource) {
+fn add_resource_headers(core: &Core, h: &mut HeaderMap, res: &Resource) {
     if let Ok(v) = HeaderValue::from_str(&res.etag()) {
         h.insert(header::ETAG, v);
     }
@@ -271,7 +277,7 @@ fn add_resource_headers(h: &mut HeaderMap, res: &Resource) {
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     let path = res.value().get("@odata.id").and_then(Value::as_str).and_then(|p| ResourcePath::parse(p).ok());
     if let Some(p) = path {
-        if let Ok(v) = HeaderValue::from_str(&crate::error::allow_header(&allowed_for(&p, res))) {
+        if let Ok(v) = HeaderValue::from_str(&crate::error::allow_header(&core.allowed(&p, res))) {
             h.insert(header::ALLOW, v);
         }
     }
@@ -297,9 +303,9 @@ fn schema_link(v: &Value) -> Option<String> {
     Some(format!("<http://redfish.dmtf.org/schemas/v1/{file}.json>; rel=describedby"))
 }
 
-fn resource_response(status: StatusCode, res: &Resource, method: &Method) -> Response {
+fn resource_response(core: &Core, status: StatusCode, res: &Resource, method: &Method) -> Response {
     let mut r = json_response(status, res.to_bytes(), method);
-    add_resource_headers(r.headers_mut(), res);
+    add_resource_headers(core, r.headers_mut(), res);
     r
 }
 

@@ -130,6 +130,18 @@ pub(crate) fn added_after(doc_schema: &str, added: Option<&Value>, schema: &str,
     doc_schema == schema && added.major == have.major && added.minor > have.minor
 }
 
+/// What a type's schema lets clients do to its resources (CSDL's `Capabilities` restrictions,
+/// carried in the unversioned JSON file as `insertable`, `updatable`, `deletable`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Capabilities {
+    /// POST of new members (collections).
+    pub insertable: bool,
+    /// PATCH and PUT.
+    pub updatable: bool,
+    /// DELETE.
+    pub deletable: bool,
+}
+
 /// One parsed JSON schema file.
 pub(crate) struct Doc {
     /// File name (`Resource.json`).
@@ -291,6 +303,20 @@ impl SchemaSet {
     /// The newest versioned namespace of `schema` in the CSDL (`Resource.v1_23_0`).
     pub fn newest_namespace(&self, schema: &str) -> Option<String> {
         self.csdl.newest(schema)
+    }
+
+    /// The [`Capabilities`] the schema of `odata_type` declares, or `None` when the bundle has no
+    /// such type or the type declares none (for an `Allow` header that follows the schema).
+    pub fn capabilities(&self, odata_type: &str) -> Option<Capabilities> {
+        let t = OdataType::parse(odata_type)?;
+        let doc = self.doc(&format!("{}.json", t.schema))?;
+        let d = doc.value.get("definitions")?.get(t.name)?;
+        let flag = |k: &str| d.get(k).and_then(Value::as_bool);
+        Some(Capabilities {
+            insertable: flag("insertable")?,
+            updatable: flag("updatable")?,
+            deletable: flag("deletable")?,
+        })
     }
 
     /// The file name a `json-schema` reference resolves to: the name itself when the bundle has

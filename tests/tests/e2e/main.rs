@@ -15,8 +15,6 @@ mod limits;
 mod path_escape;
 mod receiver;
 mod reference_tree;
-// Needs the `[schema]` config section and the `$metadata`/`JsonSchemas` wiring; enabled with them.
-#[cfg(any())]
 mod schema;
 mod service_root;
 mod shutdown;
