@@ -77,3 +77,47 @@ async fn if_none_match_current_is_304() {
         s.stop().await;
     }
 }
+
+/// Two concurrent PATCHes carrying the same ETag: exactly one wins, the other gets 412 (the
+/// check is a compare-and-swap inside storage, not a read before the write), on both backends.
+#[tokio::test]
+async fn if_match_race_has_one_winner() {
+    for b in BACKENDS {
+        let s = TestServer::start(b).await;
+        let r = s
+            .post(
+                "/redfish/v1/Systems",
+                &json!({"@odata.type": "#ComputerSystem.v1_22_0.ComputerSystem", "Id": "race"}),
+            )
+            .await;
+        assert_eq!(r.status, 201, "{b:?}");
+        for round in 0..20 {
+            let etag = s.get("/redfish/v1/Systems/race").await.header("etag").to_string();
+            let (c1, c2) = (s.client.clone(), s.client.clone());
+            let (e1, e2) = (etag.clone(), etag.clone());
+            let a = tokio::spawn(async move {
+                c1.send(
+                    reqwest::Method::PATCH,
+                    "/redfish/v1/Systems/race",
+                    Some(&json!({"Name": format!("a{round}")})),
+                    &[("If-Match", e1.as_str())],
+                )
+                .await
+            });
+            let bb = tokio::spawn(async move {
+                c2.send(
+                    reqwest::Method::PATCH,
+                    "/redfish/v1/Systems/race",
+                    Some(&json!({"Name": format!("b{round}")})),
+                    &[("If-Match", e2.as_str())],
+                )
+                .await
+            });
+            let (ra, rb) = (a.await.unwrap_or_else(|e| panic!("{e}")), bb.await.unwrap_or_else(|e| panic!("{e}")));
+            let mut statuses = [ra.status.as_u16(), rb.status.as_u16()];
+            statuses.sort_unstable();
+            assert_eq!(statuses, [200, 412], "{b:?} round {round}");
+        }
+        s.stop().await;
+    }
+}
