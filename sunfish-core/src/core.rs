@@ -399,14 +399,16 @@ impl Core {
         })
     }
 
-    /// Runs a prepared write to the end: at once, or (when work is pending and the caller can
-    /// take a task) as a task whose monitor is returned.
+    /// Runs a prepared write to the end: at once, or (when work is pending and the caller is a
+    /// client, who can poll a task) as a task whose monitor is returned. Internal callers
+    /// (`client == false`) wait for pending work instead, and are not held to the schema's
+    /// capabilities, which describe what clients may do.
     async fn execute(
         &self,
         op: WriteOp,
         new_collection: Option<Value>,
         prepared: Prepared,
-        allow_task: bool,
+        client: bool,
     ) -> Result<Outcome> {
         let Some(pending) = prepared.pending else {
             let written = self.commit(&op, new_collection, prepared.to_store, prepared.forwarded).await?;
@@ -416,7 +418,7 @@ impl Core {
         let Some(work) = pending.take() else {
             return Err(Error::Internal { message: "pending work already taken".into() });
         };
-        if !allow_task {
+        if !client {
             let to_store = work.await?.or(prepared.to_store);
             let written = self.commit(&op, new_collection, to_store, true).await?;
             self.finish(&op, &written).await;
@@ -558,7 +560,7 @@ impl Core {
         self.create_inner(collection, payload, true).await
     }
 
-    async fn create_inner(&self, collection: &ResourcePath, payload: Value, allow_task: bool) -> Result<Outcome> {
+    async fn create_inner(&self, collection: &ResourcePath, payload: Value, client: bool) -> Result<Outcome> {
         let Value::Object(mut obj) = payload else {
             return Err(Error::MalformedJson { reason: "the request body must be a JSON object".into() });
         };
@@ -569,7 +571,7 @@ impl Core {
         };
         if let Some(r) = &target {
             let allowed = self.allowed(collection, r);
-            if !r.is_collection() || (allow_task && !allowed.contains(&Operation::Create)) {
+            if !r.is_collection() || (client && !allowed.contains(&Operation::Create)) {
                 return Err(Error::NotAllowed { path: collection.to_string(), operation: Operation::Create, allowed });
             }
         }
@@ -619,7 +621,7 @@ impl Core {
             pending: None,
         };
         let prepared = self.prepare(&mut op).await?;
-        self.execute(op, new_collection, prepared, allow_task).await
+        self.execute(op, new_collection, prepared, client).await
     }
 
     /// The stored resource at `path`, refusing collections for `operation`.
@@ -675,9 +677,9 @@ impl Core {
         path: &ResourcePath,
         payload: Value,
         if_match: Option<u64>,
-        allow_task: bool,
+        client: bool,
     ) -> Result<Outcome> {
-        let current = self.writable(path, Operation::Replace, if_match, allow_task).await?;
+        let current = self.writable(path, Operation::Replace, if_match, client).await?;
         let incoming = Value::Object(into_object(payload)?);
         check_immutable(current.value(), &incoming)?;
         let mut obj = into_object(incoming)?;
@@ -697,7 +699,7 @@ impl Core {
             pending: None,
         };
         let prepared = self.prepare(&mut op).await?;
-        self.execute(op, None, prepared, allow_task).await
+        self.execute(op, None, prepared, client).await
     }
 
     /// PATCH: merges `delta` into the resource at `path` (objects merge, arrays replace).
@@ -721,9 +723,9 @@ impl Core {
         path: &ResourcePath,
         delta: Value,
         if_match: Option<u64>,
-        allow_task: bool,
+        client: bool,
     ) -> Result<Outcome> {
-        let current = self.writable(path, Operation::Patch, if_match, allow_task).await?;
+        let current = self.writable(path, Operation::Patch, if_match, client).await?;
         let mut delta = into_object(delta)?;
         // Annotations that restate the resource (`@odata.id` with or without a trailing slash,
         // the same `@odata.type`) are dropped; a PATCH of nothing else changes nothing.
@@ -749,7 +751,7 @@ impl Core {
             pending: None,
         };
         let prepared = self.prepare(&mut op).await?;
-        self.execute(op, None, prepared, allow_task).await
+        self.execute(op, None, prepared, client).await
     }
 
     /// DELETE: removes the resource, its subtree, its parent entry and every link to it.
@@ -773,7 +775,7 @@ impl Core {
         self.delete_inner(path, if_match, true).await
     }
 
-    async fn delete_inner(&self, path: &ResourcePath, if_match: Option<u64>, allow_task: bool) -> Result<Outcome> {
+    async fn delete_inner(&self, path: &ResourcePath, if_match: Option<u64>, client: bool) -> Result<Outcome> {
         if path.is_root() {
             return Err(Error::NotAllowed {
                 path: path.to_string(),
@@ -781,7 +783,7 @@ impl Core {
                 allowed: vec![Operation::Get],
             });
         }
-        let current = self.writable(path, Operation::Delete, if_match, allow_task).await?;
+        let current = self.writable(path, Operation::Delete, if_match, client).await?;
         let mut op = WriteOp {
             operation: Operation::Delete,
             path: path.clone(),
@@ -792,7 +794,7 @@ impl Core {
             pending: None,
         };
         let prepared = self.prepare(&mut op).await?;
-        self.execute(op, None, prepared, allow_task).await
+        self.execute(op, None, prepared, client).await
     }
 
     /// What the task monitor of task `id` answers.
