@@ -13,6 +13,7 @@ mod events;
 mod eventservice;
 mod limits;
 mod path_escape;
+mod query;
 mod receiver;
 mod reference_tree;
 mod schema;
