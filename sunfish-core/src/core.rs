@@ -9,6 +9,7 @@ use serde_json::{Map, Value};
 use tracing::warn;
 
 use crate::action::{split_action_path, ActionHandler, ActionResult};
+use crate::aggregation::Aggregator;
 use crate::auth::{AuthHooks, AuthService};
 use crate::eventservice::{
     EventService, NewEvent, ResumeSubscription, SubmitTestEvent, SubscriptionHooks, SuspendSubscription,
@@ -46,6 +47,8 @@ struct Inner {
     auth: Option<Arc<AuthService>>,
     /// The DMTF schema bundle, when configured.
     schemas: Option<Arc<SchemaSet>>,
+    /// Agents and their inventories, when the front end configured aggregation.
+    aggregation: Option<Arc<Aggregator>>,
 }
 
 /// Which plugins to build, by name, with their options tables. The server fills this from
@@ -85,6 +88,7 @@ pub struct CoreBuilder {
     events: Option<Arc<EventService>>,
     auth: Option<Arc<AuthService>>,
     schemas: Option<Arc<SchemaSet>>,
+    aggregation: Option<Arc<Aggregator>>,
 }
 
 impl CoreBuilder {
@@ -140,6 +144,20 @@ impl CoreBuilder {
         self
     }
 
+    /// Adds the aggregation service: its handlers receive agent registrations, uploads and
+    /// sync events, deleting an AggregationSource unregisters the agent, and the `agents`
+    /// forwarder (the default) forwards through it.
+    pub fn aggregation(mut self, aggregator: Arc<Aggregator>) -> Self {
+        self = self.event_handler(
+            "aggregation",
+            &crate::aggregation::AGENT_EVENT_KEYS,
+            Arc::new(crate::aggregation::AgentEvents(aggregator.clone())),
+        );
+        self = self.object_handler("aggregation", Arc::new(crate::aggregation::SourceHooks(aggregator.clone())));
+        self.aggregation = Some(aggregator);
+        self
+    }
+
     /// Puts an object handler before every other one (also before the EventService's and auth's
     /// hooks when called after them): for checks of the client's own body.
     pub fn first_object_handler(mut self, name: &str, handler: Arc<dyn ObjectHandler>) -> Self {
@@ -169,6 +187,7 @@ impl CoreBuilder {
                 tasks: TaskService::new(self.storage.clone()),
                 auth: self.auth,
                 schemas: self.schemas,
+                aggregation: self.aggregation,
             }),
         }
     }
@@ -194,6 +213,7 @@ impl Core {
             events: None,
             auth: None,
             schemas: None,
+            aggregation: None,
         }
     }
 
@@ -251,6 +271,9 @@ impl Core {
         if let Some(ev) = &self.inner.events {
             ev.start().await?;
         }
+        if let Some(agg) = &self.inner.aggregation {
+            agg.start(self).await?;
+        }
         Ok(())
     }
 
@@ -259,6 +282,29 @@ impl Core {
         if let Some(ev) = &self.inner.events {
             ev.stop();
         }
+        if let Some(agg) = &self.inner.aggregation {
+            agg.stop();
+        }
+    }
+
+    /// The aggregation service, if configured.
+    pub fn aggregation(&self) -> Option<&Arc<Aggregator>> {
+        self.inner.aggregation.as_ref()
+    }
+
+    /// The resource at `path` as a client reads it: the stored copy, or, for resources of an
+    /// agent configured for read-through, what the agent has now.
+    ///
+    /// # Errors
+    /// `NotFound`; `Agent` when a read-through agent cannot answer.
+    pub async fn read(&self, path: &ResourcePath) -> Result<Resource> {
+        let current = self.inner.storage.get(path).await?;
+        if let Some(agg) = &self.inner.aggregation {
+            if let Some(fresh) = agg.read_through(&current, path).await? {
+                return Ok(fresh);
+            }
+        }
+        Ok(current)
     }
 
     /// The DMTF schema bundle, if configured.
@@ -824,15 +870,25 @@ impl Core {
             }
         }
         let Some(service) = &self.inner.events else { return Ok(Vec::new()) };
+        // An agent's events are about its resources: their origins are translated to ours, and
+        // the resource events the aggregator acted on were re-published by it already.
+        let agent = self.inner.aggregation.as_ref().and_then(|a| a.sender(&env).map(|id| (a, id)));
         let events = env
             .events
             .iter()
+            .filter(|ev| {
+                agent.is_none() || !matches!(ev.key(), "ResourceCreated" | "ResourceChanged" | "ResourceRemoved")
+            })
             .map(|ev| NewEvent {
                 message_id: ev.message_id.clone(),
                 message: ev.raw.get("Message").and_then(Value::as_str).map(str::to_string),
                 message_args: ev.message_args.clone(),
                 severity: String::new(),
-                origin: ev.origin.as_deref().and_then(|o| ResourcePath::parse_link(o).ok()),
+                origin: ev
+                    .origin
+                    .as_deref()
+                    .map(|o| agent.as_ref().map_or_else(|| o.to_string(), |(a, id)| a.to_ours(id, o)))
+                    .and_then(|o| ResourcePath::parse_link(&o).ok()),
                 origin_type: None,
                 raw: Some(ev.raw.clone()),
             })

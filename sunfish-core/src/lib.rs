@@ -15,12 +15,14 @@
 //! - [`registry`]: listing and looking up registrations; the `register_*!` macros.
 //! - [`core`]: [`Core`], which runs a request through handlers, forwarder and storage.
 //! - [`eventservice`]: subscriptions, filters, the durable event log and delivery workers;
+//!   [`aggregation`]: agents registering, uploading, kept in sync, forwarded to;
 //!   [`action`]: Redfish actions; [`outbound`]: which hosts the service may connect to.
 //! - [`query`]: Redfish query parameters (`$expand`, `$select`, `$filter`, `$top`/`$skip`,
 //!   `only`, `excerpt`) over a resource fetcher; [`tasks`]: tasks for writes that finish later.
 //! - `test_util` (feature `test-util`): the storage contract suite every backend runs.
 
 pub mod action;
+pub mod aggregation;
 pub mod auth;
 pub mod core;
 pub mod error;

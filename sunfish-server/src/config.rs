@@ -213,15 +213,58 @@ pub struct ObjectsConfig {
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct AggregationConfig {
-    /// Registered agent forwarder name.
+    /// Registered agent forwarder name (`agents`, or `none` to apply every write locally).
     pub forwarder: String,
     /// The forwarder's options.
     pub options: Value,
+    /// Every request to an agent gives up after this long.
+    pub request_timeout_ms: u64,
+    /// Agent GETs in flight during an upload.
+    pub crawl_concurrency: usize,
+    /// An agent silent this long gets a GET of its service root.
+    pub liveness_interval_ms: u64,
+    /// An agent silent this long is marked `UnavailableOffline`.
+    pub liveness_timeout_ms: u64,
+    /// AggregationSource Ids or HostNames (`*`: all) whose resources are re-read on GET.
+    pub read_through: Vec<String>,
 }
 
 impl Default for AggregationConfig {
     fn default() -> Self {
-        AggregationConfig { forwarder: "none".into(), options: Value::Null }
+        AggregationConfig {
+            forwarder: "agents".into(),
+            options: Value::Null,
+            request_timeout_ms: 5000,
+            crawl_concurrency: 16,
+            liveness_interval_ms: 10_000,
+            liveness_timeout_ms: 30_000,
+            read_through: Vec::new(),
+        }
+    }
+}
+
+impl AggregationConfig {
+    /// The core's settings; agents get credentials when `auth_enabled`.
+    ///
+    /// # Errors
+    /// A bad `outbound.allow` entry.
+    pub fn to_core(
+        &self,
+        outbound: &OutboundConfig,
+        auth_enabled: bool,
+    ) -> Result<sunfish_core::aggregation::AggregationConfig, StartupError> {
+        use std::time::Duration;
+        let policy = sunfish_core::outbound::OutboundPolicy::parse(&outbound.allow)
+            .map_err(|e| StartupError::Config(format!("outbound.allow: {e}")))?;
+        Ok(sunfish_core::aggregation::AggregationConfig {
+            request_timeout: Duration::from_millis(self.request_timeout_ms.max(1)),
+            crawl_concurrency: self.crawl_concurrency.max(1),
+            liveness_interval: Duration::from_millis(self.liveness_interval_ms.max(10)),
+            liveness_timeout: Duration::from_millis(self.liveness_timeout_ms.max(10)),
+            read_through: self.read_through.clone(),
+            credentials: auth_enabled,
+            outbound: policy,
+        })
     }
 }
 

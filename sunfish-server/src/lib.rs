@@ -56,14 +56,22 @@ pub async fn build(config: &ServerConfig) -> Result<AppState, StartupError> {
     let builder = Core::builder_from_plugins(config.plugins()).await?;
     let transport = transport::HttpTransport::new()
         .map_err(|e| StartupError::Io { what: "HTTP client".into(), reason: e.to_string() })?;
-    let events =
-        EventService::new(builder.storage().clone(), Arc::new(transport), config.events.to_core(&config.outbound)?);
+    let events = EventService::new(
+        builder.storage().clone(),
+        Arc::new(transport.clone()),
+        config.events.to_core(&config.outbound)?,
+    );
     let auth = sunfish_core::auth::AuthService::new(builder.storage().clone());
     let schemas = match &config.schema.dir {
         Some(dir) => Some(Arc::new(sunfish_core::schema::SchemaSet::load(dir)?)),
         None => None,
     };
-    let mut builder = builder.event_service(events).auth(auth.clone());
+    let aggregator = sunfish_core::aggregation::Aggregator::new(
+        builder.storage().clone(),
+        Arc::new(transport.clone()),
+        config.aggregation.to_core(&config.outbound, config.auth.enabled)?,
+    );
+    let mut builder = builder.event_service(events).auth(auth.clone()).aggregation(aggregator);
     if let Some(s) = &schemas {
         builder = builder.schemas(s.clone());
     }

@@ -109,7 +109,7 @@ async fn handle(state: &AppState, req: Request) -> Result<Response, ApiError> {
     }
     match method {
         Method::GET | Method::HEAD => {
-            let res = core.get(&path).await?;
+            let res = core.read(&path).await?;
             if let Some(opts) = QueryOptions::parse(parts.uri.query().unwrap_or_default())? {
                 return query_response(state, &path, res, &opts, &method).await;
             }

@@ -1,4 +1,4 @@
-//! Outbound HTTP for event delivery, with reqwest. Redirects are not followed (a destination
+//! Outbound HTTP for event delivery and agent requests, with reqwest. Redirects are not followed (a destination
 //! could otherwise bounce deliveries to a host the outbound policy refuses), proxies from the
 //! environment are ignored, and every attempt has its own timeout.
 
@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use sunfish_core::aggregation::client::{AgentClient, AgentFailure, AgentReply, AgentRequest};
 use sunfish_core::eventservice::EventTransport;
+use sunfish_core::Operation;
 
 /// Delivers event envelopes over HTTP(S).
 #[derive(Debug, Clone)]
@@ -48,5 +50,38 @@ impl EventTransport for HttpTransport {
             Err(e) if e.is_timeout() => Err("timed out".into()),
             Err(e) => Err(e.to_string()),
         }
+    }
+}
+
+#[async_trait]
+impl AgentClient for HttpTransport {
+    async fn send(&self, request: AgentRequest) -> Result<AgentReply, AgentFailure> {
+        let method = match request.method {
+            Operation::Get => reqwest::Method::GET,
+            Operation::Create => reqwest::Method::POST,
+            Operation::Replace => reqwest::Method::PUT,
+            Operation::Patch => reqwest::Method::PATCH,
+            Operation::Delete => reqwest::Method::DELETE,
+        };
+        let mut req = self.client.request(method, &request.url).timeout(request.timeout);
+        for (k, v) in &request.headers {
+            req = req.header(k.as_str(), v.as_str());
+        }
+        if let Some(body) = &request.body {
+            req = req.header("Content-Type", "application/json").body(body.to_string());
+        }
+        let resp = req.send().await.map_err(|e| failure(&e))?;
+        let status = resp.status().as_u16();
+        let location = resp.headers().get("Location").and_then(|v| v.to_str().ok()).map(str::to_string);
+        let body = resp.bytes().await.map_err(|e| failure(&e))?;
+        Ok(AgentReply { status, body, location })
+    }
+}
+
+fn failure(e: &reqwest::Error) -> AgentFailure {
+    if e.is_timeout() {
+        AgentFailure::TimedOut
+    } else {
+        AgentFailure::Unreachable(e.to_string())
     }
 }
