@@ -19,6 +19,7 @@ fn list_plugins_prints_every_registered_plugin_sorted() {
     assert!(out.status.success(), "exit {:?}: {}", out.status, String::from_utf8_lossy(&out.stderr));
     let expected = "\
 event-handler audit appends every event received at /EventListener to a JSON-lines file
+forwarder agents forwards writes on agent-owned resources to the owning agent (aggregation)
 forwarder none owns nothing: every write is applied by Sunfish itself
 storage fs index.json tree on disk (the reference's layout), served from memory
 storage memory the tree in process memory, lost at exit
