@@ -21,6 +21,8 @@ use sunfish_handler_audit as _;
 use sunfish_storage_fs as _;
 use sunfish_storage_memory as _;
 
+pub mod agent;
+
 /// Storage backends the semantics tests run against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {

@@ -164,7 +164,7 @@ fn now_ms() -> u64 {
 }
 
 fn rfc3339(ms: u64) -> String {
-    humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_millis(ms)).to_string().replace('Z', "+00:00")
+    humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms)).to_string().replace('Z', "+00:00")
 }
 
 /// Our path of AggregationSource `id`.
@@ -732,10 +732,12 @@ impl Aggregator {
                 let a = agent.clone();
                 tokio::spawn(async move {
                     let host = a.host();
-                    // Any HTTP answer is a sign of life (the reference's agents answer 404 to
-                    // `/redfish/v1` without the slash).
-                    if me.send(&host, Operation::Get, "/redfish/v1/", Vec::new(), None).await.is_ok() {
-                        a.seen();
+                    // An answer below 500 is a sign of life: a 503 says the service is down,
+                    // a 404 only that the agent (the reference's) has no root at that spelling.
+                    if let Ok(r) = me.send(&host, Operation::Get, "/redfish/v1/", Vec::new(), None).await {
+                        if r.status < 500 {
+                            a.seen();
+                        }
                     }
                     a.probing.store(false, Ordering::Relaxed);
                 });
