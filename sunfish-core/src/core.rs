@@ -10,6 +10,7 @@ use tracing::warn;
 
 use crate::action::{split_action_path, ActionHandler, ActionResult};
 use crate::aggregation::Aggregator;
+use crate::hardware::{HardwareChange, HardwareManager};
 use crate::auth::{AuthHooks, AuthService};
 use crate::eventservice::{
     EventService, NewEvent, ResumeSubscription, SubmitTestEvent, SubscriptionHooks, SuspendSubscription,
@@ -49,6 +50,8 @@ struct Inner {
     schemas: Option<Arc<SchemaSet>>,
     /// Agents and their inventories, when the front end configured aggregation.
     aggregation: Option<Arc<Aggregator>>,
+    /// The device behind an agent's tree (agent mode).
+    hardware: Option<Arc<dyn HardwareManager>>,
 }
 
 /// Which plugins to build, by name, with their options tables. The server fills this from
@@ -89,6 +92,7 @@ pub struct CoreBuilder {
     auth: Option<Arc<AuthService>>,
     schemas: Option<Arc<SchemaSet>>,
     aggregation: Option<Arc<Aggregator>>,
+    hardware: Option<Arc<dyn HardwareManager>>,
 }
 
 impl CoreBuilder {
@@ -158,6 +162,14 @@ impl CoreBuilder {
         self
     }
 
+    /// Agent mode: every write on the device's resources is applied by `manager` first (as the
+    /// forwarder), and GETs read live state where the manager can.
+    pub fn hardware(mut self, manager: Arc<dyn HardwareManager>) -> Self {
+        self.forwarder = Arc::new(crate::hardware::HardwareForwarder(manager.clone()));
+        self.hardware = Some(manager);
+        self
+    }
+
     /// Puts an object handler before every other one (also before the EventService's and auth's
     /// hooks when called after them): for checks of the client's own body.
     pub fn first_object_handler(mut self, name: &str, handler: Arc<dyn ObjectHandler>) -> Self {
@@ -188,6 +200,7 @@ impl CoreBuilder {
                 auth: self.auth,
                 schemas: self.schemas,
                 aggregation: self.aggregation,
+                hardware: self.hardware,
             }),
         }
     }
@@ -214,6 +227,7 @@ impl Core {
             auth: None,
             schemas: None,
             aggregation: None,
+            hardware: None,
         }
     }
 
@@ -299,6 +313,13 @@ impl Core {
     /// `NotFound`; `Agent` when a read-through agent cannot answer.
     pub async fn read(&self, path: &ResourcePath) -> Result<Resource> {
         let current = self.inner.storage.get(path).await?;
+        if let Some(hw) = self.inner.hardware.as_ref().filter(|_| !crate::hardware::is_service_path(path)) {
+            if let Some(live) = hw.read(self, path).await? {
+                if live != *current.value() && !current.is_collection() {
+                    return self.inner.storage.replace(path, live, None).await;
+                }
+            }
+        }
         if let Some(agg) = &self.inner.aggregation {
             if let Some(fresh) = agg.read_through(&current, path).await? {
                 return Ok(fresh);
@@ -402,6 +423,43 @@ impl Core {
         }
         self.inner.storage.import(resources).await?;
         Ok(true)
+    }
+
+    /// Stores a change the hardware made by itself (agent mode), without asking the hardware
+    /// manager again, and publishes the matching ResourceEvent.
+    ///
+    /// # Errors
+    /// Storage failures; `NotFound` for a change to a resource that does not exist.
+    pub async fn apply_change(&self, change: HardwareChange) -> Result<()> {
+        let storage = &self.inner.storage;
+        match change {
+            HardwareChange::Created(path, mut value) => {
+                let collection = path.parent().ok_or_else(|| Error::not_found(&path))?;
+                let rtype = type_name(&value).unwrap_or_default().to_string();
+                if let Value::Object(m) = &mut value {
+                    m.insert("@odata.id".into(), Value::String(path.to_string()));
+                    m.entry("Id").or_insert_with(|| Value::String(path.last().unwrap_or_default().to_string()));
+                }
+                let template = match storage.get(&collection).await {
+                    Ok(_) => None,
+                    Err(Error::NotFound { .. }) => Some(collection_template(&collection, &rtype)),
+                    Err(e) => return Err(e),
+                };
+                storage.create(&collection, value, template).await?;
+                self.resource_event("ResourceCreated", "The resource was created successfully.", &path, &rtype).await;
+            }
+            HardwareChange::Changed(path, value) => {
+                let rtype = type_name(&value).unwrap_or_default().to_string();
+                storage.replace(&path, value, None).await?;
+                self.resource_event("ResourceChanged", "One or more resource properties have changed.", &path, &rtype)
+                    .await;
+            }
+            HardwareChange::Removed(path) => {
+                storage.delete(&path, None).await?;
+                self.resource_event("ResourceRemoved", "The resource was removed successfully.", &path, "").await;
+            }
+        }
+        Ok(())
     }
 
     /// The resource at `path`, from the store (reads are never forwarded here).
@@ -606,15 +664,31 @@ impl Core {
         self.create_inner(collection, payload, true).await
     }
 
-    async fn create_inner(&self, collection: &ResourcePath, payload: Value, client: bool) -> Result<Outcome> {
+    async fn create_inner(&self, posted: &ResourcePath, payload: Value, client: bool) -> Result<Outcome> {
         let Value::Object(mut obj) = payload else {
             return Err(Error::MalformedJson { reason: "the request body must be a JSON object".into() });
         };
-        let target = match self.inner.storage.get(collection).await {
+        let mut collection = posted.clone();
+        let mut target = match self.inner.storage.get(posted).await {
             Ok(r) => Some(r),
             Err(Error::NotFound { .. }) => None,
             Err(e) => return Err(e),
         };
+        // The reference's form (its agents and its server forward creates this way): a POST at
+        // the new member's own URI, inside an existing collection.
+        if target.is_none() {
+            if let (Some(parent), Some(id)) = (posted.parent(), posted.last()) {
+                if let Ok(p) = self.inner.storage.get(&parent).await {
+                    if p.is_collection() {
+                        obj.entry("Id").or_insert_with(|| Value::String(id.to_string()));
+                        obj.entry("@odata.id").or_insert_with(|| Value::String(posted.to_string()));
+                        collection = parent;
+                        target = Some(p);
+                    }
+                }
+            }
+        }
+        let collection = &collection;
         if let Some(r) = &target {
             let allowed = self.allowed(collection, r);
             if !r.is_collection() || (client && !allowed.contains(&Operation::Create)) {

@@ -11,7 +11,7 @@
 //! - [`storage`]: the [`StorageBackend`] trait; [`tree`]: its semantics over an in-memory map,
 //!   shared by the memory and fs backends; [`layout`]: the reference's `index.json` layout.
 //! - [`event`]: envelopes and [`EventHandler`]; [`object`]: [`ObjectHandler`] and [`WriteOp`];
-//!   [`forward`]: [`AgentForwarder`].
+//!   [`forward`]: [`AgentForwarder`]; [`hardware`]: the agents' [`hardware::HardwareManager`].
 //! - [`registry`]: listing and looking up registrations; the `register_*!` macros.
 //! - [`core`]: [`Core`], which runs a request through handlers, forwarder and storage.
 //! - [`eventservice`]: subscriptions, filters, the durable event log and delivery workers;
@@ -29,6 +29,7 @@ pub mod error;
 pub mod event;
 pub mod eventservice;
 pub mod forward;
+pub mod hardware;
 pub mod layout;
 pub mod object;
 pub mod outbound;

@@ -53,6 +53,18 @@ pub struct AppState {
 /// # Errors
 /// Unknown plugins, bad options, a store that cannot open or be seeded.
 pub async fn build(config: &ServerConfig) -> Result<AppState, StartupError> {
+    build_with(config, |b| b).await
+}
+
+/// [`build`], with `customize` applied to the core builder after every configured service
+/// (the agent uses it to put its hardware manager in front of the device's resources).
+///
+/// # Errors
+/// As [`build`].
+pub async fn build_with(
+    config: &ServerConfig,
+    customize: impl FnOnce(sunfish_core::CoreBuilder) -> sunfish_core::CoreBuilder,
+) -> Result<AppState, StartupError> {
     let builder = Core::builder_from_plugins(config.plugins()).await?;
     let transport = transport::HttpTransport::new()
         .map_err(|e| StartupError::Io { what: "HTTP client".into(), reason: e.to_string() })?;
@@ -75,7 +87,7 @@ pub async fn build(config: &ServerConfig) -> Result<AppState, StartupError> {
     if let Some(s) = &schemas {
         builder = builder.schemas(s.clone());
     }
-    let core = builder.build();
+    let core = customize(builder).build();
     seed::apply(&core, &config.storage.seed).await?;
     seed::advertise_features(&core, &config.query).await?;
     core.start()

@@ -599,16 +599,7 @@ impl Aggregator {
     async fn refresh_accessed(&self, agent: &Agent) -> Result<()> {
         let (id, top) = {
             let rec = agent.record.lock();
-            let owned: Vec<&String> = rec.owned.keys().collect();
-            let top: Vec<Value> = owned
-                .iter()
-                .filter(|p| {
-                    !owned
-                        .iter()
-                        .any(|q| q.len() < p.len() && p.starts_with(q.as_str()) && p.as_bytes()[q.len()] == b'/')
-                })
-                .map(|p| link(p))
-                .collect();
+            let top: Vec<Value> = topmost(rec.owned.keys().map(String::as_str)).into_iter().map(link).collect();
             (rec.id.clone(), top)
         };
         let path = ResourcePath::parse(&source_path(&id))?;
@@ -803,6 +794,26 @@ impl Aggregator {
     }
 }
 
+/// The paths of `paths` that have no ancestor among them (O(n × depth)).
+pub(crate) fn topmost<'a>(paths: impl Iterator<Item = &'a str> + Clone) -> Vec<&'a str> {
+    let all: std::collections::HashSet<&str> = paths.clone().collect();
+    paths
+        .filter(|p| {
+            let mut cut = p.len();
+            while let Some(i) = p[..cut].rfind('/') {
+                if i == 0 {
+                    break;
+                }
+                if all.contains(&p[..i]) {
+                    return false;
+                }
+                cut = i;
+            }
+            true
+        })
+        .collect()
+}
+
 /// The origin of an agent event, parsed.
 fn origin_of(ev: &EventRecord) -> Result<ResourcePath> {
     let o = ev.origin.as_deref().ok_or_else(|| Error::PropertyMissing { property: "OriginOfCondition".into() })?;
@@ -892,5 +903,17 @@ impl ObjectHandler for SourceHooks {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Topmost keeps paths without an ancestor in the set, on segment boundaries.
+    #[test]
+    fn topmost_paths() {
+        let paths = ["/r/v1/F/CXL", "/r/v1/F/CXL/S/1", "/r/v1/F/CXL-2", "/r/v1/Sys/A", "/r/v1/Sys/A/M/1"];
+        assert_eq!(topmost(paths.iter().copied()), vec!["/r/v1/F/CXL", "/r/v1/F/CXL-2", "/r/v1/Sys/A"]);
     }
 }

@@ -275,9 +275,9 @@ impl Aggregator {
 
         // Events: the topmost new resources, every changed one, the topmost removed.
         let mut events = Vec::new();
-        let new_paths: Vec<&ResourcePath> = created.iter().map(|(p, _)| p).collect();
+        let top: BTreeSet<&str> = super::topmost(created.iter().map(|(p, _)| p.as_str())).into_iter().collect();
         for (p, t) in &created {
-            if !new_paths.iter().any(|q| *q != p && p.is_within(q)) {
+            if top.contains(p.as_str()) {
                 events.push(NewEvent::resource(
                     "ResourceCreated",
                     "The resource was created successfully.",
