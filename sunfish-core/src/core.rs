@@ -10,12 +10,12 @@ use tracing::warn;
 
 use crate::action::{split_action_path, ActionHandler, ActionResult};
 use crate::aggregation::Aggregator;
-use crate::hardware::{HardwareChange, HardwareManager};
 use crate::auth::{AuthHooks, AuthService};
 use crate::eventservice::{
     EventService, NewEvent, ResumeSubscription, SubmitTestEvent, SubscriptionHooks, SuspendSubscription,
 };
 use crate::forward::NoForwarder;
+use crate::hardware::{HardwareChange, HardwareManager};
 use crate::registry::{entries, lookup};
 use crate::resource::{check_immutable, collection_template, is_collection, type_name};
 use crate::schema::{SchemaSet, SchemaValidator};

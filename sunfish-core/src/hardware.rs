@@ -101,7 +101,8 @@ macro_rules! register_hardware_manager {
 pub struct HardwareForwarder(pub Arc<dyn HardwareManager>);
 
 /// The agent's own services: their resources describe the agent, not the device.
-const SERVICE_TREES: [&str; 5] = ["EventService", "SessionService", "AccountService", "AggregationService", "TaskService"];
+const SERVICE_TREES: [&str; 5] =
+    ["EventService", "SessionService", "AccountService", "AggregationService", "TaskService"];
 
 /// Whether `path` belongs to the agent's own services rather than the device.
 pub fn is_service_path(path: &ResourcePath) -> bool {
