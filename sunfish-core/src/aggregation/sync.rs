@@ -166,9 +166,14 @@ impl Aggregator {
                 }
                 continue;
             }
+            let mut kept_sharers = None;
             let target = match current {
                 None => op,
-                Some(c) if managing_agent(&c) == Some(me.as_str()) => op,
+                Some(c) if managing_agent(&c) == Some(me.as_str()) => {
+                    // Our bookkeeping on the agent's object survives its refresh.
+                    kept_sharers = c.pointer("/Oem/Sunfish_RM/FabricSharedWith").cloned();
+                    op
+                }
                 Some(c) if same_fabric(&c, &obj) => {
                     let mut v = c.clone();
                     if add_sharer(&mut v, &me) {
@@ -198,6 +203,11 @@ impl Aggregator {
                 m.insert("@odata.id".into(), Value::String(target.to_string()));
             }
             mark_owned(&mut v, &me);
+            if let (Some(sharers), Some(rm)) =
+                (kept_sharers, v.pointer_mut("/Oem/Sunfish_RM").and_then(Value::as_object_mut))
+            {
+                rm.insert("FabricSharedWith".into(), sharers);
+            }
             rec.owned.insert(target.to_string(), auri.to_string());
             reached.insert(target.to_string());
             from_agent.insert(target.to_string());

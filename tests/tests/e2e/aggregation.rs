@@ -537,6 +537,8 @@ async fn fabrics_with_the_same_uuid_merge() {
     let src_b = register(&s, &b, "B").await;
     upload(&b, f).await;
     upload(&b, f).await;
+    // The owner's re-upload refreshes the fabric and keeps who shares it.
+    upload(&a, f).await;
 
     let fabric = assert_owned(&s, f, &src_a).await;
     assert_eq!(fabric["Oem"]["Sunfish_RM"]["FabricSharedWith"], json!([link(&src_b)]), "{fabric}");
