@@ -152,7 +152,7 @@ mod tests {
     #[test]
     fn unknown_names_list_registered() {
         let err = lookup::<AgentForwarderRegistration>("s3").unwrap_err().to_string();
-        assert_eq!(err, "unknown forwarder \"s3\" (registered: none)");
+        assert_eq!(err, "unknown forwarder \"s3\" (registered: agents, none)");
     }
 
     /// Two registrations under one name stop start-up, naming kind and name; lists are sorted.
