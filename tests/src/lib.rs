@@ -232,6 +232,28 @@ pub fn server_binary() -> PathBuf {
     .clone()
 }
 
+/// The `sunfish-agent` binary of this build (built on demand, as [`server_binary`]).
+pub fn agent_binary() -> PathBuf {
+    static BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        let exe = std::env::current_exe().unwrap_or_default();
+        // target/<profile>/deps/e2e-hash → target/<profile>/sunfish-agent
+        let profile_dir = exe.parent().and_then(Path::parent).map(Path::to_path_buf).unwrap_or_default();
+        let bin = profile_dir.join("sunfish-agent");
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut cmd = Command::new(cargo);
+        cmd.args(["build", "-q", "-p", "sunfish-agent", "--bin", "sunfish-agent"]);
+        if profile_dir.file_name().is_some_and(|n| n == "release") {
+            cmd.arg("--release");
+        }
+        let status = cmd.current_dir(workspace_root()).status();
+        assert!(status.is_ok_and(|s| s.success()), "building sunfish-agent failed");
+        assert!(bin.is_file(), "{} missing after build", bin.display());
+        bin
+    })
+    .clone()
+}
+
 /// A free loopback port (bound then released; fine for tests that start one binary at a time).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(0)
@@ -568,6 +590,8 @@ pub fn shipped_configs() -> Vec<PathBuf> {
         .flatten()
         .map(|e| e.path())
         .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        // Agent configurations (`agent*.toml`) are sunfish-agent's: its own tests load them.
+        .filter(|p| !p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("agent")))
         .collect();
     out.sort();
     assert!(!out.is_empty(), "no conf/*.toml in {}", dir.display());

@@ -1,5 +1,6 @@
 //! End-to-end tests: one binary, a module per area.
 
+mod agent;
 mod aggregation;
 mod auth;
 mod cli;
