@@ -514,7 +514,7 @@ impl Aggregator {
     /// `PropertyMissing` without an origin; `Agent` when the origin cannot be fetched.
     pub async fn created(self: &Arc<Self>, core: &Core, agent_id: &str, ev: &EventRecord) -> Result<()> {
         let Some(agent) = self.agent(agent_id) else { return Ok(()) };
-        let origin = origin_of(ev)?;
+        let Some(origin) = origin_of(ev)? else { return Ok(()) };
         self.sync_root(core, &agent, origin.as_str()).await
     }
 
@@ -525,7 +525,7 @@ impl Aggregator {
     /// As [`Aggregator::created`].
     pub async fn changed(self: &Arc<Self>, core: &Core, agent_id: &str, ev: &EventRecord) -> Result<()> {
         let Some(agent) = self.agent(agent_id) else { return Ok(()) };
-        let origin = origin_of(ev)?;
+        let Some(origin) = origin_of(ev)? else { return Ok(()) };
         let ours = agent.record.lock().aliases.to_ours(origin.as_str());
         let known = agent.record.lock().owned.contains_key(&ours);
         if !known {
@@ -548,7 +548,7 @@ impl Aggregator {
     /// Storage failures.
     pub async fn removed(self: &Arc<Self>, core: &Core, agent_id: &str, ev: &EventRecord) -> Result<()> {
         let Some(agent) = self.agent(agent_id) else { return Ok(()) };
-        let origin = origin_of(ev)?;
+        let Some(origin) = origin_of(ev)? else { return Ok(()) };
         let _g = agent.sync.lock().await;
         let _placing = self.place.lock().await;
         let ours = agent.record.lock().aliases.to_ours(origin.as_str());
@@ -814,10 +814,12 @@ pub(crate) fn topmost<'a>(paths: impl Iterator<Item = &'a str> + Clone) -> Vec<&
         .collect()
 }
 
-/// The origin of an agent event, parsed.
-fn origin_of(ev: &EventRecord) -> Result<ResourcePath> {
+/// The origin of an agent event, parsed; `None` for the agent's own services, which are not
+/// part of its inventory (an agent whose subscription reports its own changes).
+fn origin_of(ev: &EventRecord) -> Result<Option<ResourcePath>> {
     let o = ev.origin.as_deref().ok_or_else(|| Error::PropertyMissing { property: "OriginOfCondition".into() })?;
-    ResourcePath::parse_link(o).map_err(|e| Error::property_value("OriginOfCondition", e.to_string()))
+    let p = ResourcePath::parse_link(o).map_err(|e| Error::property_value("OriginOfCondition", e.to_string()))?;
+    Ok((!sync::is_agent_private(&p)).then_some(p))
 }
 
 /// Removes `source` from a fabric's `FabricSharedWith`; returns whether it was there.

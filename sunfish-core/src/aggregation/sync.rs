@@ -41,6 +41,12 @@ fn followable(raw: &str) -> Option<ResourcePath> {
     (p.depth() >= 2 && !AGENT_PRIVATE.contains(&top)).then_some(p)
 }
 
+/// Whether `path` is in an agent's own services (its subscription, accounts...), which are
+/// never imported, whatever the agent announces.
+pub(super) fn is_agent_private(path: &ResourcePath) -> bool {
+    path.depth() < 1 || path.segments().next().is_some_and(|top| AGENT_PRIVATE.contains(&top))
+}
+
 /// Whether `a` and `b` are fabrics with the same UUID (the agents share the fabric).
 fn same_fabric(a: &Value, b: &Value) -> bool {
     let uuid = |v: &Value| v.get("UUID").and_then(Value::as_str).filter(|u| !u.is_empty()).map(str::to_ascii_lowercase);

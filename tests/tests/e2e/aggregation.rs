@@ -1345,3 +1345,19 @@ async fn registration_hands_the_agent_credentials() {
     );
     s.stop().await;
 }
+
+/// An agent event about the agent's own services (its SunfishServer subscription) imports
+/// nothing: those resources are the agent's business, not its inventory.
+#[tokio::test]
+async fn agent_events_about_its_own_services_import_nothing() {
+    let s = start().await;
+    let agent = StubAgent::synthetic("F", 1, 1).await;
+    register(&s, &agent, "A").await;
+    let sub = "/redfish/v1/EventService/Subscriptions/SunfishServer";
+    for message in ["ResourceEvent.1.0.ResourceChanged", "ResourceEvent.1.0.ResourceCreated"] {
+        let (status, body) = agent.send_event(&s.client.base, message, sub).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    assert_absent(&s, sub).await;
+    s.stop().await;
+}
