@@ -128,9 +128,8 @@ sys.exit(0 if links and links[0].get("@odata.id", "").endswith("/Switches/CXL2/P
 
 start_agent() { # NAME LISTEN TREE
     local name=$1 listen=$2 tree=$3
-    # >>> ADJUST HERE if sunfish-agent's interface differs. The agent binary is written alongside
-    # >>> this demo; assumed: it serves the tree in SUNFISH_AGENT__STORAGE__SEED (memory storage)
-    # >>> and takes --listen, --upstream and --name (its ConnectionMethod name).
+    # The agent serves the tree named by SUNFISH_AGENT__STORAGE__SEED (memory storage) and takes
+    # --listen, --upstream and --name (its ConnectionMethod name); conf/agent.toml has the rest.
     SUNFISH_AGENT__STORAGE__BACKEND=memory SUNFISH_AGENT__STORAGE__SEED="$tree" \
         "$AGENT_BIN" --listen "$listen" --upstream "http://$SERVER" --name "$name" >"$LOGS/$name.log" 2>&1 &
     PIDS+=("$!")
