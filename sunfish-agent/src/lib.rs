@@ -9,7 +9,9 @@
 //! `[hardware]`), [`build`] (the core with the hardware manager, the agent's tree prepared for
 //! registration), [`run`] (serve a listener until shutdown, with the registrar and the hardware
 //! change feed running beside it), [`registrar`] (register, upload, heartbeats, re-register),
-//! [`mockup`] (the `mockup` hardware manager). `main.rs` is only the CLI.
+//! [`mockup`] (the `mockup` hardware manager). `main.rs` is only the CLI; after parsing it
+//! calls [`serve`], which is also what a custom agent's `main` calls with its own manager
+//! (`examples/custom_agent.rs`, docs/AGENTS.md).
 //!
 //! Lifecycle: [`build`] opens and seeds the store, writes the ConnectionMethod and the
 //! `SunfishServer` subscription when an upstream is configured, and starts the hardware
@@ -32,6 +34,15 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
+
+// The storage backends and handlers the agent ships with, linked into every binary built on this
+// library (inventory registers a plugin only when its crate is named once).
+#[cfg(feature = "handler-audit")]
+use sunfish_handler_audit as _;
+#[cfg(feature = "storage-fs")]
+use sunfish_storage_fs as _;
+#[cfg(feature = "storage-memory")]
+use sunfish_storage_memory as _;
 
 pub use config::AgentConfig;
 pub use registrar::{Phase, Registrar};
@@ -220,4 +231,65 @@ pub async fn run_with_phase(
         }
     }
     result
+}
+
+/// Runs an agent the way `sunfish-agent` does once its configuration is loaded: checks
+/// `server.tls`, builds the agent with `manager` (`None`: the one `[hardware]` names), binds
+/// `server.listen`, and serves until SIGINT or SIGTERM ([`shutdown_signal`]). One call is a
+/// custom agent's whole `main` body.
+///
+/// # Errors
+/// A bad `server.tls`, every error of [`build`]/[`build_with_manager`], an address that cannot
+/// be bound, and I/O errors while serving.
+pub async fn serve(cfg: &AgentConfig, manager: Option<Arc<dyn HardwareManager>>) -> Result<(), StartupError> {
+    cfg.server.tls.load()?;
+    let manager_name = if manager.is_some() { "(embedded)" } else { cfg.hardware.manager.as_str() };
+    let agent = match manager {
+        Some(m) => build_with_manager(cfg, m).await?,
+        None => build(cfg).await?,
+    };
+    let listener = TcpListener::bind(cfg.server.listen).await.map_err(|e| StartupError::Io {
+        what: format!("cannot listen on {}", cfg.server.listen),
+        reason: e.to_string(),
+    })?;
+    info!(backend = %cfg.storage.backend, manager = %manager_name, "sunfish-agent ready");
+    run(listener, agent, shutdown_signal())
+        .await
+        .map_err(|e| StartupError::Io { what: "serving".into(), reason: e.to_string() })?;
+    info!("stopped");
+    Ok(())
+}
+
+/// Logs to stderr with `level` as the tracing filter (`RUST_LOG` overrides it); plain text when
+/// stderr is not a terminal, so scripts and tests can read the `listening on <URL>` line.
+pub fn init_logging(level: &str) {
+    use std::io::IsTerminal;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// Resolves on SIGINT or SIGTERM (the shutdown [`serve`] waits for).
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+    info!("shutdown requested");
 }

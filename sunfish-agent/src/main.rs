@@ -1,6 +1,5 @@
 //! `sunfish-agent`: the CLI around [`sunfish_agent::run`].
 
-use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -93,63 +92,14 @@ fn main() -> ExitCode {
     if let Some(name) = cli.name {
         cfg.agent.name = name;
     }
-    init_logging(&cfg.log.level);
-    rt.block_on(async move {
-        if let Err(e) = cfg.server.tls.load() {
-            return fail(&e);
-        }
-        let agent = match sunfish_agent::build(&cfg).await {
-            Ok(a) => a,
-            Err(e) => return fail(&e),
-        };
-        let listener = match tokio::net::TcpListener::bind(cfg.server.listen).await {
-            Ok(l) => l,
-            Err(e) => return fail(&format!("cannot listen on {}: {e}", cfg.server.listen)),
-        };
-        tracing::info!(backend = %cfg.storage.backend, manager = %cfg.hardware.manager, "sunfish-agent ready");
-        match sunfish_agent::run(listener, agent, shutdown_signal()).await {
-            Ok(()) => {
-                tracing::info!("stopped");
-                ExitCode::SUCCESS
-            }
-            Err(e) => fail(&e),
-        }
-    })
+    sunfish_agent::init_logging(&cfg.log.level);
+    match rt.block_on(sunfish_agent::serve(&cfg, None)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(&e),
+    }
 }
 
 fn fail(e: &dyn std::fmt::Display) -> ExitCode {
     eprintln!("sunfish-agent: {e}");
     ExitCode::FAILURE
-}
-
-fn init_logging(level: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    // Plain text when the log goes to a file or a pipe (scripts read the `listening on` line).
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr)
-        .init();
-}
-
-/// Resolves on SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
-    tracing::info!("shutdown requested");
 }
