@@ -22,6 +22,7 @@ use sunfish_storage_fs as _;
 use sunfish_storage_memory as _;
 
 pub mod agent;
+pub mod fleet;
 
 /// Storage backends the semantics tests run against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
