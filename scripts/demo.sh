@@ -10,26 +10,37 @@
 # (docs/AGGREGATION.md). The script prints the merged fabric and the inter-switch links, then
 # stops everything it started. With --keep it leaves the three services running until Ctrl-C.
 #
-# Usage: scripts/demo.sh [--keep]      (needs cargo, curl, python3)
+# Usage: scripts/demo.sh [--keep] [--debug]      (needs cargo, curl, python3)
+#   --debug  build and run the dev profile (target/debug) instead of release: much quicker to
+#            build on a fresh checkout.
 # SUNFISH_DEMO_AGENT=/path/to/agent runs another agent executable with the same interface.
+# SUNFISH_DEMO_PORT=N moves the three services to 127.0.0.1:N, N+1 and N+2 (default 8000).
 set -euo pipefail
 
 KEEP=0
-case "${1:-}" in
-    --keep) KEEP=1 ;;
-    "") ;;
-    *) echo "usage: $0 [--keep]" >&2; exit 2 ;;
-esac
+PROFILE=release
+for arg in "$@"; do
+    case "$arg" in
+        --keep) KEEP=1 ;;
+        --debug) PROFILE=debug ;;
+        *) echo "usage: $0 [--keep] [--debug]" >&2; exit 2 ;;
+    esac
+done
 
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
-SERVER=127.0.0.1:8000
-FM=127.0.0.1:8001
-APPL=127.0.0.1:8002
+PORT=${SUNFISH_DEMO_PORT:-8000}
+case "$PORT" in
+    '' | *[!0-9]*) echo "SUNFISH_DEMO_PORT must be a port number" >&2; exit 2 ;;
+esac
+SERVER=127.0.0.1:$PORT
+FM=127.0.0.1:$((PORT + 1))
+APPL=127.0.0.1:$((PORT + 2))
 MOCKUPS=$ROOT/sunfish-agent/mockups
-SERVER_BIN=$ROOT/target/release/sunfish-server
+TARGET=${CARGO_TARGET_DIR:-$ROOT/target}/$PROFILE
+SERVER_BIN=$TARGET/sunfish-server
 # Another agent executable with the same interface can stand in: SUNFISH_DEMO_AGENT=/path/to/it.
-AGENT_BIN=${SUNFISH_DEMO_AGENT:-$ROOT/target/release/sunfish-agent}
+AGENT_BIN=${SUNFISH_DEMO_AGENT:-$TARGET/sunfish-agent}
 FABRIC=/redfish/v1/Fabrics/CXL
 TIMEOUT=30
 
@@ -136,8 +147,12 @@ start_agent() { # NAME LISTEN TREE
     echo "   agent $name on http://$listen (pid $!, tree ${tree#"$ROOT"/})"
 }
 
-echo "== building sunfish-server and sunfish-agent (release)"
-cargo build --release -p sunfish-server -p sunfish-agent
+echo "== building sunfish-server and sunfish-agent ($PROFILE)"
+if [ "$PROFILE" = release ]; then
+    cargo build --release -p sunfish-server -p sunfish-agent
+else
+    cargo build -p sunfish-server -p sunfish-agent
+fi
 for bin in "$SERVER_BIN" "$AGENT_BIN"; do
     if [ ! -x "$bin" ]; then
         echo "no executable at $bin" >&2

@@ -10,6 +10,7 @@ mod config_files;
 mod crash;
 mod create;
 mod delete;
+mod demo;
 mod errors;
 mod etag;
 mod events;
