@@ -5,8 +5,8 @@
 //! `CapacityMiB`, rounds down to its 1024 MiB block size, and lights the appliance's locate LED,
 //! a change it reports by itself. Every other write is applied as sent.
 //!
-//! Run it over the project's appliance tree (configuration as for `sunfish-agent`:
-//! `SUNFISH_AGENT__SECTION__KEY` variables, or a file named by `SUNFISH_AGENT_CONFIG`):
+//! Run it over the project's appliance tree; configuration as for `sunfish-agent`
+//! (conf/agent.toml keys, a file given as the only argument, `SUNFISH_AGENT__SECTION__KEY`):
 //!
 //! ```text
 //! SUNFISH_AGENT__SERVER__LISTEN=127.0.0.1:5003 cargo run -p sunfish-agent --example custom_agent
@@ -64,7 +64,7 @@ impl HardwareManager for Appliance {
 
 #[tokio::main]
 async fn main() -> std::result::Result<(), StartupError> {
-    let file = std::env::var_os("SUNFISH_AGENT_CONFIG").map(std::path::PathBuf::from);
+    let file = std::env::args_os().nth(1).map(std::path::PathBuf::from);
     let mut cfg = AgentConfig::load(file.as_deref())?;
     if cfg.storage.seed == "builtin" {
         cfg.storage.seed = concat!(env!("CARGO_MANIFEST_DIR"), "/mockups/cxl-appliance").into();
