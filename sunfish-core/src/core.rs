@@ -608,7 +608,17 @@ impl Core {
                 // An agent reply keeps the identity Sunfish assigned.
                 obj.insert("@odata.id".into(), Value::String(op.path.to_string()));
                 obj.entry("Id").or_insert_with(|| Value::String(op.path.last().unwrap_or_default().to_string()));
-                Ok(Written::Created(storage.create(collection, Value::Object(obj), new_collection).await?))
+                let value = Value::Object(obj);
+                match storage.create(collection, value.clone(), new_collection).await {
+                    // The agent's own ResourceCreated for this write can be synced before its
+                    // reply arrives: the member that same agent now owns takes the reply.
+                    Err(Error::AlreadyExists { .. })
+                        if forwarded && self.owned_by_same_agent(&op.path, &value).await =>
+                    {
+                        Ok(Written::Created(storage.replace(&op.path, value, None).await?))
+                    }
+                    created => Ok(Written::Created(created?)),
+                }
             }
             Operation::Replace => {
                 Ok(Written::Updated(storage.replace(&op.path, to_store.unwrap_or_default(), if_match).await?))
@@ -623,8 +633,23 @@ impl Core {
                 };
                 Ok(Written::Updated(stored))
             }
-            Operation::Delete => Ok(Written::Deleted(storage.delete(&op.path, if_match).await?)),
+            Operation::Delete => match storage.delete(&op.path, if_match).await {
+                // Gone already (the agent's own ResourceRemoved was synced first): the agent
+                // deleted it, which is what the client asked for.
+                Err(Error::NotFound { .. }) if forwarded => Ok(Written::Deleted(vec![op.path.clone()])),
+                deleted => Ok(Written::Deleted(deleted?)),
+            },
             Operation::Get => Err(Error::Internal { message: "GET is not a write".into() }),
+        }
+    }
+
+    /// Whether the stored resource at `path` and `reply` name the same managing agent
+    /// (`Oem.Sunfish_RM.ManagingAgent`), so a forwarded create's reply may replace it.
+    async fn owned_by_same_agent(&self, path: &ResourcePath, reply: &Value) -> bool {
+        let Some(agent) = crate::aggregation::managing_agent(reply) else { return false };
+        match self.inner.storage.get(path).await {
+            Ok(current) => crate::aggregation::managing_agent(current.value()) == Some(agent),
+            Err(_) => false,
         }
     }
 

@@ -46,6 +46,11 @@ pub enum Behaviour {
     NoContent,
     /// Waits this long, then answers as [`Behaviour::Normal`] (to provoke timeouts).
     Delay(Duration),
+    /// Applies the request as [`Behaviour::Normal`] would, then, before answering, sends the
+    /// matching ResourceEvent (`ResourceCreated` for the new member, `ResourceRemoved`,
+    /// `ResourceChanged`) to the registered Sunfish and waits for its answer: the agent's echo
+    /// of a forwarded write overtakes the reply.
+    EchoFirst,
 }
 
 /// One request as the stub received it.
@@ -192,8 +197,9 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
         return error(StatusCode::SERVICE_UNAVAILABLE, "ServiceTemporarilyUnavailable", "the agent is offline");
     }
     let behaviour = shared.behaviours.lock().get(&parts.method).cloned().unwrap_or(Behaviour::Normal);
+    let echo = behaviour == Behaviour::EchoFirst;
     let no_content = match behaviour {
-        Behaviour::Normal => false,
+        Behaviour::Normal | Behaviour::EchoFirst => false,
         Behaviour::NoContent => true,
         Behaviour::Reply(status, body) => {
             let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
@@ -207,7 +213,22 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
     let Some(body) = parsed else {
         return error(StatusCode::BAD_REQUEST, "MalformedJSON", "the body is not JSON");
     };
-    let resp = apply(&shared, &parts.method, &normalise(parts.uri.path()), body);
+    let key = normalise(parts.uri.path());
+    let resp = apply(&shared, &parts.method, &key, body);
+    if echo && resp.status().is_success() {
+        let (message_id, origin) = match parts.method {
+            Method::POST => {
+                let loc = resp.headers().get("location").and_then(|v| v.to_str().ok()).unwrap_or(&key);
+                ("ResourceEvent.1.0.ResourceCreated", loc.to_string())
+            }
+            Method::DELETE => ("ResourceEvent.1.0.ResourceRemoved", key.clone()),
+            _ => ("ResourceEvent.1.0.ResourceChanged", key.clone()),
+        };
+        let sunfish = shared.sunfish.lock().clone();
+        if let Some(base) = sunfish {
+            shared.send_event(&base, message_id, &origin).await;
+        }
+    }
     if no_content && resp.status().is_success() {
         StatusCode::NO_CONTENT.into_response()
     } else {
@@ -412,20 +433,13 @@ impl StubAgent {
 
     /// The [`SUBSCRIPTION`]'s current `Context` (the AggregationSource Id once registered).
     pub fn context(&self) -> String {
-        self.resource(SUBSCRIPTION).and_then(|s| s["Context"].as_str().map(str::to_string)).unwrap_or_default()
+        self.shared.context()
     }
 
     /// The headers the [`SUBSCRIPTION`]'s `HttpHeaders` tell the agent to send with events
     /// (`[{"Authorization": "Basic ..."}]`).
     pub fn event_headers(&self) -> Vec<(String, String)> {
-        let sub = self.resource(SUBSCRIPTION).unwrap_or_default();
-        let mut out = Vec::new();
-        for h in sub["HttpHeaders"].as_array().into_iter().flatten() {
-            for (k, v) in h.as_object().into_iter().flatten() {
-                out.push((k.clone(), v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string())));
-            }
-        }
-        out
+        self.shared.event_headers()
     }
 
     /// Registers with the Sunfish at `sunfish_base`: makes sure ConnectionMethod
@@ -448,20 +462,17 @@ impl StubAgent {
             }
         }
         *self.shared.sunfish.lock() = Some(sunfish_base.to_string());
-        let event = json!({"MessageId": "ResourceEvent.1.0.AggregationSourceDiscovered", "EventId": self.event_id(),
+        let event = json!({"MessageId": "ResourceEvent.1.0.AggregationSourceDiscovered", "EventId": self.shared.event_id(),
             "Severity": "OK", "Message": "A aggregation source has been discovered.",
             "MessageArgs": ["Redfish", self.base], "OriginOfCondition": link(&cm)});
-        self.post_envelope(sunfish_base, "", event).await
+        self.shared.post_envelope(sunfish_base, "", event).await
     }
 
     /// POSTs an event envelope with one event (`message_id`, `OriginOfCondition` = `origin`) to
     /// `<sunfish_base>/EventListener`, with `Context` = [`StubAgent::context`] and the headers of
     /// [`StubAgent::event_headers`]. Returns Sunfish's status and body.
     pub async fn send_event(&self, sunfish_base: &str, message_id: &str, origin: &str) -> (u16, Value) {
-        let event = json!({"MessageId": message_id, "EventId": self.event_id(), "Severity": "OK",
-            "Message": format!("{message_id} on {origin}"), "OriginOfCondition": link(origin)});
-        let context = self.context();
-        self.post_envelope(sunfish_base, &context, event).await
+        self.shared.send_event(sunfish_base, message_id, origin).await
     }
 
     /// Uploads the inventory below `root`: [`StubAgent::send_event`] `ResourceCreated` to the
@@ -470,9 +481,34 @@ impl StubAgent {
         let base = self.shared.sunfish.lock().clone().unwrap_or_else(|| panic!("upload before register"));
         self.send_event(&base, "ResourceEvent.1.0.ResourceCreated", root).await
     }
+}
+
+impl Shared {
+    fn context(&self) -> String {
+        let map = self.resources.lock();
+        map.get(SUBSCRIPTION).and_then(|s| s["Context"].as_str().map(str::to_string)).unwrap_or_default()
+    }
+
+    fn event_headers(&self) -> Vec<(String, String)> {
+        let sub = self.resources.lock().get(SUBSCRIPTION).cloned().unwrap_or_default();
+        let mut out = Vec::new();
+        for h in sub["HttpHeaders"].as_array().into_iter().flatten() {
+            for (k, v) in h.as_object().into_iter().flatten() {
+                out.push((k.clone(), v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string())));
+            }
+        }
+        out
+    }
+
+    async fn send_event(&self, sunfish_base: &str, message_id: &str, origin: &str) -> (u16, Value) {
+        let event = json!({"MessageId": message_id, "EventId": self.event_id(), "Severity": "OK",
+            "Message": format!("{message_id} on {origin}"), "OriginOfCondition": link(origin)});
+        let context = self.context();
+        self.post_envelope(sunfish_base, &context, event).await
+    }
 
     fn event_id(&self) -> String {
-        (self.shared.events_sent.fetch_add(1, Ordering::SeqCst) + 1).to_string()
+        (self.events_sent.fetch_add(1, Ordering::SeqCst) + 1).to_string()
     }
 
     async fn post_envelope(&self, sunfish_base: &str, context: &str, event: Value) -> (u16, Value) {

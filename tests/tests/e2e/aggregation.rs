@@ -1361,3 +1361,37 @@ async fn agent_events_about_its_own_services_import_nothing() {
     assert_absent(&s, sub).await;
     s.stop().await;
 }
+
+/// The agent's own event about a forwarded write may reach Sunfish before its reply does (the
+/// stub sends it first and waits for it to be handled): a forwarded POST whose member the
+/// echo's crawl already stored is still answered 201 with the agent's reply stored once, and a
+/// forwarded DELETE whose copy the echo already removed is still a success.
+#[tokio::test]
+async fn echo_events_overtaking_forwarded_replies_change_no_outcome() {
+    let s = start().await;
+    let (agent, src) = agent_with_fabric(&s, "Stub", "F", 1, 2).await;
+    let ports = "/redfish/v1/Fabrics/F/Switches/S0/Ports";
+    agent.set_behaviour(Method::POST, Behaviour::EchoFirst);
+    agent.set_behaviour(Method::DELETE, Behaviour::EchoFirst);
+
+    let r = s.post(ports, &json!({"@odata.type": PORT_TYPE, "Name": "echoed port"})).await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let loc = r.header("location").to_string();
+    assert_eq!(managing_agent(&r.body), src, "{}", r.body);
+    let v = assert_owned(&s, &loc, &src).await;
+    assert_eq!(v["Name"], "echoed port", "{v}");
+    let members = assert_collection_consistent(&s, ports).await;
+    assert_eq!(members.iter().filter(|m| **m == loc).count(), 1, "{members:?}");
+
+    let p1 = format!("{ports}/P1");
+    let r = s.delete(&p1).await;
+    assert!(r.status.is_success(), "DELETE {p1}: {} {}", r.status, r.body);
+    assert!(agent.resource(&p1).is_none(), "the agent still has {p1}");
+    assert_absent(&s, &p1).await;
+    let mut want = vec![format!("{ports}/P0"), loc.clone()];
+    want.sort();
+    let mut members = assert_collection_consistent(&s, ports).await;
+    members.sort();
+    assert_eq!(members, want);
+    s.stop().await;
+}
