@@ -46,6 +46,8 @@ use sunfish_storage_memory as _;
 
 pub use config::AgentConfig;
 pub use registrar::{Phase, Registrar};
+/// Resolves on SIGINT or SIGTERM (the shutdown [`serve`] waits for).
+pub use sunfish_server::shutdown_signal;
 
 /// A built agent, ready to [`run`].
 pub struct Agent {
@@ -272,24 +274,4 @@ pub fn init_logging(level: &str) {
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .try_init();
-}
-
-/// Resolves on SIGINT or SIGTERM (the shutdown [`serve`] waits for).
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
-    info!("shutdown requested");
 }

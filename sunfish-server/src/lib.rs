@@ -163,3 +163,24 @@ async fn close(core: &Core) -> std::io::Result<()> {
     core.stop();
     core.storage().close().await.map_err(|e| std::io::Error::other(e.to_string()))
 }
+
+/// Resolves on SIGINT or SIGTERM: the shutdown future the binaries (`sunfish-server`,
+/// `sunfish-agent` and agents built on its library) pass to [`run`].
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+    tracing::info!("shutdown requested");
+}
