@@ -12,6 +12,8 @@ use sunfish_handler_audit as _;
 use sunfish_storage_fs as _;
 #[cfg(feature = "storage-memory")]
 use sunfish_storage_memory as _;
+#[cfg(feature = "storage-postgres")]
+use sunfish_storage_postgres as _;
 
 use sunfish_server::ServerConfig;
 

@@ -23,6 +23,7 @@ forwarder agents forwards writes on agent-owned resources to the owning agent (a
 forwarder none owns nothing: every write is applied by Sunfish itself
 storage fs index.json tree on disk (the reference's layout), served from memory
 storage memory the tree in process memory, lost at exit
+storage postgres resources as JSONB rows in PostgreSQL, shared by every server on the same database
 ";
     assert_eq!(String::from_utf8_lossy(&out.stdout), expected);
     assert!(std::fs::read_dir(tmp.path()).into_iter().flatten().next().is_none(), "--list-plugins wrote files");
