@@ -76,7 +76,7 @@ fn check_config_lists_registered_backends_for_unknown_name() {
     let out = run(&["--check-config", &file.display().to_string()], tmp.path());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "unknown backend accepted");
-    assert!(stderr.contains("unknown storage \"s3\" (registered: fs, memory)"), "stderr: {stderr}");
+    assert!(stderr.contains("unknown storage \"s3\" (registered: fs, memory, postgres)"), "stderr: {stderr}");
     // A missing file is an error too.
     let out = run(&["--check-config", &tmp.path().join("absent.toml").display().to_string()], tmp.path());
     assert!(!out.status.success(), "a missing config file was accepted");

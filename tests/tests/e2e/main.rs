@@ -17,6 +17,7 @@ mod events;
 mod eventservice;
 mod limits;
 mod path_escape;
+mod postgres;
 mod query;
 mod receiver;
 mod reference_tree;
