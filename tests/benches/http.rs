@@ -272,6 +272,11 @@ impl Target {
             cmd.env("SUNFISH__STORAGE__OPTIONS__ROOT", d.path().join("store"));
             cmd.env("SUNFISH__STORAGE__OPTIONS__FSYNC", "true");
         }
+        if backend == "postgres" {
+            // Auth on and off get a schema each: each server seeds and populates its own tree.
+            let schema = format!("{}_{}", postgres_schema(), if auth { "auth" } else { "open" });
+            cmd.env("SUNFISH__STORAGE__OPTIONS__URL", postgres_url()).env("SUNFISH__STORAGE__OPTIONS__SCHEMA", schema);
+        }
         let child = cmd.spawn().expect("spawn sunfish-server");
         let target = Target { addr, child, _dir: dir };
         let client = Client::new(format!("http://{addr}"));
@@ -706,6 +711,38 @@ struct Server {
     creds: Option<(String, String)>,
 }
 
+/// The prefix of the postgres servers' schemas (one per bench process and auth setting,
+/// dropped at the end).
+fn postgres_schema() -> String {
+    format!("bench_{}", std::process::id())
+}
+
+/// `SUNFISH_TEST_POSTGRES_URL`, as the postgres tests (default: the machine's server).
+fn postgres_url() -> String {
+    std::env::var("SUNFISH_TEST_POSTGRES_URL").unwrap_or_else(|_| "host=127.0.0.1 user=postgres dbname=test".into())
+}
+
+/// The backends measured: memory and fs, and postgres when a PostgreSQL server answers.
+async fn backends() -> Vec<&'static str> {
+    match tokio_postgres::connect(&postgres_url(), tokio_postgres::NoTls).await {
+        Ok(_) => vec!["memory", "fs", "postgres"],
+        Err(e) => {
+            println!("http: no PostgreSQL at {:?} ({e}): postgres not measured", postgres_url());
+            vec!["memory", "fs"]
+        }
+    }
+}
+
+async fn drop_postgres_schema() {
+    if let Ok((client, conn)) = tokio_postgres::connect(&postgres_url(), tokio_postgres::NoTls).await {
+        tokio::spawn(conn);
+        for suffix in ["auth", "open"] {
+            let _ =
+                client.batch_execute(&format!("DROP SCHEMA IF EXISTS {}_{suffix} CASCADE", postgres_schema())).await;
+        }
+    }
+}
+
 async fn start_server(settings: &Settings, backend: &'static str, auth_on: bool) -> Server {
     let target = Target::sunfish(backend, auth_on).await;
     let client = Client::new(format!("http://{}", target.addr));
@@ -746,20 +783,18 @@ async fn run(settings: Settings) {
     measure_baseline(&settings, &base, &mut ceiling, &mut results).await;
 
     // Every server is up (idle) at once, so each scenario runs on memory and then right away
-    // on fs: the pair shares the machine's conditions of that moment.
-    let mut pairs = Vec::new();
+    // on fs (and postgres): the group shares the machine's conditions of that moment.
+    let backends = backends().await;
+    let mut servers = Vec::new();
     for auth_on in [false, true] {
-        let memory = start_server(&settings, "memory", auth_on).await;
-        let fs = start_server(&settings, "fs", auth_on).await;
-        pairs.push((memory, fs));
+        for backend in backends.iter().copied() {
+            servers.push(start_server(&settings, backend, auth_on).await);
+        }
     }
     let mut plan: Vec<(&Server, Scenario)> = Vec::new();
-    for (memory, fs) in &pairs {
-        for (m, f) in
-            scenarios(&settings, memory.creds.as_ref()).into_iter().zip(scenarios(&settings, fs.creds.as_ref()))
-        {
-            plan.push((memory, m));
-            plan.push((fs, f));
+    for server in &servers {
+        for s in scenarios(&settings, server.creds.as_ref()) {
+            plan.push((server, s));
         }
     }
     // Reads first, then the writes; each request shape on every server and credential in a
@@ -786,7 +821,8 @@ async fn run(settings: Settings) {
         println!("{}", o.line());
         results.push(o);
     }
-    drop(pairs);
+    drop(servers);
+    drop_postgres_schema().await;
     measure_baseline(&settings, &base, &mut ceiling, &mut results).await;
     drop(base);
     for o in &mut results {
