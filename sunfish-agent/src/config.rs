@@ -138,6 +138,23 @@ impl Default for HardwareConfig {
     }
 }
 
+impl HardwareConfig {
+    /// Checks what every manager shares: a `url` option (the device a manager talks to, such
+    /// as the `redfish` manager's service) must be allowed by `[outbound] allow`, like every
+    /// other host the agent connects to.
+    ///
+    /// # Errors
+    /// [`StartupError::Config`] naming the key.
+    pub fn validate(&self, outbound: &OutboundConfig) -> Result<(), StartupError> {
+        if let Some(url) = self.options.get("url").and_then(Value::as_str) {
+            let policy = sunfish_core::outbound::OutboundPolicy::parse(&outbound.allow)
+                .map_err(|e| StartupError::Config(format!("outbound.allow: {e}")))?;
+            policy.check(url).map_err(|e| StartupError::Config(format!("hardware.options.url {url}: {e}")))?;
+        }
+        Ok(())
+    }
+}
+
 impl AgentSection {
     /// Checks the values serde cannot: URLs, the name, the credential pair.
     ///

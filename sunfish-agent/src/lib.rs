@@ -21,6 +21,7 @@
 
 pub mod config;
 pub mod mockup;
+pub mod redfish;
 pub mod registrar;
 
 use std::future::Future;
@@ -57,6 +58,8 @@ pub struct Agent {
     config: AgentConfig,
     /// Changes the hardware manager reports, until [`run`] drains them.
     changes: UnboundedReceiver<HardwareChange>,
+    /// The manager, told to stop when the agent does.
+    manager: Arc<dyn HardwareManager>,
     /// The registrar's phase, once [`run`] started it (for embedders and tests).
     phase: Option<tokio::sync::watch::Receiver<Phase>>,
 }
@@ -101,6 +104,7 @@ pub fn hardware_manager(cfg: &config::HardwareConfig) -> Result<Arc<dyn Hardware
 /// # Errors
 /// As [`build_with_manager`], and an unknown or misconfigured hardware manager.
 pub async fn build(cfg: &AgentConfig) -> Result<Agent, StartupError> {
+    cfg.hardware.validate(&cfg.outbound)?;
     build_with_manager(cfg, hardware_manager(&cfg.hardware)?).await
 }
 
@@ -125,7 +129,7 @@ pub async fn build_with_manager(cfg: &AgentConfig, manager: Arc<dyn HardwareMana
         .start(&core, sink)
         .await
         .map_err(|e| StartupError::Io { what: "starting the hardware manager".into(), reason: e.to_string() })?;
-    Ok(Agent { state, config: cfg.clone(), changes, phase: None })
+    Ok(Agent { state, config: cfg.clone(), changes, manager, phase: None })
 }
 
 /// The base URL the upstream reaches the agent at: `agent.advertise_url`, else
@@ -223,8 +227,10 @@ pub async fn run_with_phase(
         shutdown.await;
         token.cancel();
     };
+    let manager = agent.manager.clone();
     let result = sunfish_server::run(listener, agent.state, shutdown).await;
     cancel.cancel();
+    manager.stop().await;
     // Cancelled tasks end at their next await point; one stuck in a request to the upstream is
     // aborted rather than waited for.
     for mut t in tasks {

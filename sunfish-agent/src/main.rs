@@ -65,6 +65,7 @@ fn main() -> ExitCode {
             let result = async {
                 let cfg = AgentConfig::load(Some(&file))?;
                 cfg.agent.validate(&cfg.outbound)?;
+                cfg.hardware.validate(&cfg.outbound)?;
                 sunfish_agent::hardware_manager(&cfg.hardware)?;
                 let core = sunfish_core::Core::from_plugins(cfg.to_server().plugins()).await?;
                 let _ = core.storage().close().await;

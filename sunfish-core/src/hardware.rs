@@ -43,6 +43,11 @@ impl ChangeSink {
     pub fn report(&self, change: HardwareChange) -> bool {
         self.0.send(change).is_ok()
     }
+
+    /// Whether the agent has stopped listening (a manager's own tasks can end then).
+    pub fn is_closed(&self) -> bool {
+        self.0.is_closed()
+    }
 }
 
 /// Applies writes to a device and reports what the device does on its own.
@@ -74,6 +79,10 @@ pub trait HardwareManager: Send + Sync + 'static {
     async fn start(&self, _core: &Core, _changes: ChangeSink) -> Result<()> {
         Ok(())
     }
+
+    /// Called once when the agent stops, before its storage is closed: end the tasks `start`
+    /// began and release what the manager holds on the hardware (a session, a subscription).
+    async fn stop(&self) {}
 }
 
 /// Registers a hardware manager by name, chosen by the agent's `hardware.manager`. Submit it
