@@ -22,8 +22,13 @@ use sunfish_server::ServerConfig;
 pub const ENV_PREFIX: &str = "SUNFISH_AGENT";
 
 /// Keys whose environment values are comma-separated lists.
-const LIST_KEYS: [&str; 4] =
-    ["agent.roots", "outbound.allow", "hardware.options.fail_operations", "hardware.options.fail_paths"];
+const LIST_KEYS: [&str; 5] = [
+    "agent.roots",
+    "outbound.allow",
+    "hardware.options.fail_operations",
+    "hardware.options.fail_paths",
+    "hardware.options.roots",
+];
 
 /// The whole configuration of `sunfish-agent`.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -314,6 +319,23 @@ mod tests {
         let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("../conf/agent.toml");
         let c = AgentConfig::load_with_env(Some(&file), []).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
         assert_eq!(c, AgentConfig::default());
+    }
+
+    /// `conf/agent-redfish.toml` selects the `redfish` manager with options it accepts, and its
+    /// BMC URL passes the outbound policy; a URL outside it is refused naming the key.
+    #[test]
+    fn agent_redfish_toml_builds_its_manager() {
+        let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("../conf/agent-redfish.toml");
+        let mut c =
+            AgentConfig::load_with_env(Some(&file), env(&[("SUNFISH_AGENT__HARDWARE__OPTIONS__PASSWORD", "pw")]))
+                .unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+        assert_eq!(c.hardware.manager, "redfish");
+        c.agent.validate(&c.outbound).unwrap();
+        c.hardware.validate(&c.outbound).unwrap();
+        assert!(crate::hardware_manager(&c.hardware).is_ok());
+        c.hardware.options["url"] = Value::String("http://192.0.2.7".into());
+        let e = c.hardware.validate(&c.outbound).unwrap_err().to_string();
+        assert!(e.contains("hardware.options.url"), "{e}");
     }
 
     /// `SUNFISH_AGENT__SECTION__KEY` overrides, lists are comma-separated, hardware options pass

@@ -75,6 +75,7 @@ impl Aggregator {
             });
         }
         agent.seen();
+        agent.forwarded_write(op.path.as_str(), self.writes.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1);
         // What the agent now holds, in our namespace and owned by it.
         let ours = |mut v: Value| {
             rewrite_links(&mut v, &|s| aliases.to_ours(s));

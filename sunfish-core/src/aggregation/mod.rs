@@ -132,7 +132,14 @@ struct Agent {
     online: AtomicBool,
     /// A liveness probe is in flight.
     probing: AtomicBool,
+    /// Our paths of recent forwarded writes with their [`Aggregator::writes`] sequence numbers
+    /// (the newest [`FORWARDED_KEPT`]): a crawl that began before one of them read the agent
+    /// before that write, so its copy of the path is stale and not stored.
+    forwarded: Mutex<std::collections::VecDeque<(String, u64)>>,
 }
+
+/// How many forwarded writes per agent are remembered for [`Agent::forwarded`].
+const FORWARDED_KEPT: usize = 1024;
 
 impl Agent {
     fn new(record: AgentRecord) -> Arc<Self> {
@@ -143,7 +150,28 @@ impl Agent {
             flushed_seen: AtomicU64::new(0),
             online: AtomicBool::new(true),
             probing: AtomicBool::new(false),
+            forwarded: Mutex::new(std::collections::VecDeque::new()),
         })
+    }
+
+    /// Records a forwarded write of `path` (ours) with sequence number `seq`.
+    fn forwarded_write(&self, path: &str, seq: u64) {
+        let mut f = self.forwarded.lock();
+        if f.len() >= FORWARDED_KEPT {
+            f.pop_front();
+        }
+        f.push_back((path.to_string(), seq));
+    }
+
+    /// Whether a write forwarded after sequence number `since` touched `path` or a resource
+    /// above it (a DELETE of a parent).
+    fn written_since(&self, path: &str, since: u64) -> bool {
+        self.forwarded
+            .lock()
+            .iter()
+            .rev()
+            .take_while(|(_, s)| *s > since)
+            .any(|(p, _)| path == p || path.strip_prefix(p.as_str()).is_some_and(|rest| rest.starts_with('/')))
     }
 
     fn id(&self) -> String {
@@ -206,6 +234,8 @@ pub struct Aggregator {
     /// Serialises placement (collision decisions, boundary matching) across agents; crawls
     /// run outside it.
     place: tokio::sync::Mutex<()>,
+    /// Sequence of forwarded writes: a crawl notes it when it starts (see [`Agent::forwarded`]).
+    writes: AtomicU64,
     stop: CancellationToken,
 }
 
@@ -218,6 +248,7 @@ impl Aggregator {
             config,
             agents: RwLock::new(BTreeMap::new()),
             place: tokio::sync::Mutex::new(()),
+            writes: AtomicU64::new(0),
             stop: CancellationToken::new(),
         })
     }
@@ -533,10 +564,11 @@ impl Aggregator {
         }
         let _g = agent.sync.lock().await;
         let host = agent.host();
+        let since = self.writes.load(Ordering::SeqCst);
         match self.fetch(&host, origin.as_str()).await? {
             Some(v) => {
                 let one = BTreeMap::from([(origin.to_string(), v)]);
-                self.place(core, &agent, one, None).await
+                self.place(core, &agent, one, None, since).await
             }
             None => Ok(()),
         }
@@ -917,5 +949,23 @@ mod tests {
     fn topmost_paths() {
         let paths = ["/r/v1/F/CXL", "/r/v1/F/CXL/S/1", "/r/v1/F/CXL-2", "/r/v1/Sys/A", "/r/v1/Sys/A/M/1"];
         assert_eq!(topmost(paths.iter().copied()), vec!["/r/v1/F/CXL", "/r/v1/F/CXL-2", "/r/v1/Sys/A"]);
+    }
+
+    /// A crawl sees the forwarded writes made after it began, on the path or above it, and
+    /// only those; the memory of writes is bounded.
+    #[test]
+    fn forwarded_writes_since_a_crawl_began() {
+        let a = Agent::new(AgentRecord::default());
+        a.forwarded_write("/redfish/v1/Fabrics/CXL/Connections/1", 1);
+        a.forwarded_write("/redfish/v1/Fabrics/CXL/Zones/Z", 2);
+        assert!(a.written_since("/redfish/v1/Fabrics/CXL/Connections/1", 0));
+        assert!(!a.written_since("/redfish/v1/Fabrics/CXL/Connections/1", 1), "the crawl began after it");
+        assert!(a.written_since("/redfish/v1/Fabrics/CXL/Zones/Z/Endpoints/E", 1), "below a written path");
+        assert!(!a.written_since("/redfish/v1/Fabrics/CXL/Zones/Z2", 0), "segment boundaries");
+        for seq in 3..3 + FORWARDED_KEPT as u64 {
+            a.forwarded_write("/redfish/v1/Systems/S", seq);
+        }
+        assert_eq!(a.forwarded.lock().len(), FORWARDED_KEPT);
+        assert!(!a.written_since("/redfish/v1/Fabrics/CXL/Zones/Z", 0), "the oldest were forgotten");
     }
 }

@@ -58,8 +58,9 @@ impl Aggregator {
     pub(super) async fn sync_root(self: &Arc<Self>, core: &Core, agent: &Arc<Agent>, root: &str) -> Result<()> {
         let _g = agent.sync.lock().await;
         let host = agent.host();
+        let since = self.writes.load(std::sync::atomic::Ordering::SeqCst);
         let fetched = self.crawl(&host, root).await?;
-        self.place(core, agent, fetched, Some(root)).await
+        self.place(core, agent, fetched, Some(root), since).await
     }
 
     /// Fetches `root` and everything it links to (and their ancestors), agent URI → object.
@@ -142,6 +143,7 @@ impl Aggregator {
         agent: &Arc<Agent>,
         fetched: BTreeMap<String, Value>,
         root: Option<&str>,
+        since: u64,
     ) -> Result<()> {
         let _placing = self.place.lock().await;
         let mut rec = agent.record.lock().clone();
@@ -169,6 +171,15 @@ impl Aggregator {
                     v["Members@odata.count"] = json!(0);
                     staged.insert(ours.clone(), v);
                     from_agent.insert(ours);
+                }
+                continue;
+            }
+            if agent.written_since(&ours, since) {
+                // A write forwarded after the crawl began: the agent's answer to it is what we
+                // store, never this older read (nor a resurrection of what it deleted).
+                if current.is_some() {
+                    rec.owned.insert(ours.clone(), auri.to_string());
+                    reached.insert(ours);
                 }
                 continue;
             }

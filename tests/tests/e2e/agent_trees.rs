@@ -34,9 +34,15 @@ async fn our_trees_share_one_fabric_and_forward_connections() {
     let r = s.patch(&uri, &json!({"Name": "renamed"})).await;
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(get_ok(&fm, &uri).await["Name"], "renamed");
-    // DELETE is covered over the reference's trees (`agent::connection_writes_reach_the_owning_agent`);
-    // a late ResourceCreated echo whose crawl read the member before the DELETE can still put the
-    // server's copy back there (open: echoes of forwarded writes are not recognised as such).
+
+    // A late echo of the create or the patch, whose crawl read the member before the DELETE,
+    // must not bring it back: crawls older than a forwarded write leave its path alone.
+    let r = s.delete(&uri).await;
+    assert!(r.status.is_success(), "{} {}", r.status, r.body);
+    assert_eq!(fm.get(&uri).await.status, 404, "the agent still has {uri}");
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    assert_eq!(s.get(&uri).await.status, 404, "the server still has {uri}");
+    assert!(!assert_collection_consistent(&s, CONNECTIONS).await.contains(&uri));
     assert_merged_fabric(&s, &t, &src_fm, &src_am, &src_fm, &src_am).await;
 }
 

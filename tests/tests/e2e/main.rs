@@ -20,6 +20,7 @@ mod path_escape;
 mod postgres;
 mod query;
 mod receiver;
+mod redfish_bmc;
 mod reference_tree;
 mod schema;
 mod service_root;
