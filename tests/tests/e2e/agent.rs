@@ -218,6 +218,11 @@ async fn server_restart_keeps_the_agents() {
 
 /// Runs the agent binary with `args` in a fresh directory, without inherited agent variables.
 fn agent_cli(args: &[&str]) -> std::process::Output {
+    agent_cli_env(args, &[])
+}
+
+/// [`agent_cli`] with extra environment variables.
+fn agent_cli_env(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
     let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
     let mut cmd = Command::new(agent_binary());
     for (k, _) in std::env::vars() {
@@ -225,6 +230,7 @@ fn agent_cli(args: &[&str]) -> std::process::Output {
             cmd.env_remove(k);
         }
     }
+    cmd.envs(env.iter().copied());
     cmd.args(args).current_dir(tmp.path()).output().unwrap_or_else(|e| panic!("running sunfish-agent: {e}"))
 }
 
@@ -241,16 +247,21 @@ fn agent_cli_lists_plugins_and_checks_configs() {
     sorted.sort();
     assert_eq!(lines, sorted, "not sorted:\n{text}");
     assert!(lines.iter().any(|l| l.starts_with("hardware-manager mockup ")), "{text}");
+    assert!(lines.iter().any(|l| l.starts_with("hardware-manager redfish ")), "{text}");
     assert!(lines.iter().any(|l| l.starts_with("storage memory ")), "{text}");
 
-    let conf = sunfish_tests::workspace_root().join("conf/agent.toml").display().to_string();
-    let out = agent_cli(&["--check-config", &conf]);
-    assert!(out.status.success(), "{conf}: {}", String::from_utf8_lossy(&out.stderr));
+    // The redfish example keeps its password out of the file, as it advises.
+    let password = [("SUNFISH_AGENT__HARDWARE__OPTIONS__PASSWORD", "pw")];
+    for (name, env) in [("conf/agent.toml", &[][..]), ("conf/agent-redfish.toml", &password[..])] {
+        let conf = sunfish_tests::workspace_root().join(name).display().to_string();
+        let out = agent_cli_env(&["--check-config", &conf], env);
+        assert!(out.status.success(), "{conf}: {}", String::from_utf8_lossy(&out.stderr));
+    }
 
     let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
     for (text, want) in [
         ("[agent]\nupstreem = \"http://127.0.0.1:8000\"\n", "upstreem"),
-        ("[hardware]\nmanager = \"bmc\"\n", "unknown hardware-manager \"bmc\" (registered: mockup)"),
+        ("[hardware]\nmanager = \"bmc\"\n", "unknown hardware-manager \"bmc\" (registered: mockup, redfish)"),
         ("[hardware.options]\nfail_operations = [\"GET\"]\n", "fail_operations"),
     ] {
         let file = tmp.path().join("bad.toml");
