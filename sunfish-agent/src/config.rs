@@ -1,6 +1,7 @@
-//! Configuration of `sunfish-agent`: serde defaults, then the file given by `--config`, then
+//! Configuration of `sunfish-agent`: serde defaults, then the agent's section kept by the
+//! upstream (central configuration, [`crate::central`]), then the file given by `--config`, then
 //! `SUNFISH_AGENT__SECTION__KEY` environment variables (list keys such as `agent.roots` take
-//! comma-separated values). Every section refuses unknown keys. The server's sections that make
+//! comma-separated values), then command-line flags ([`Overrides`]). Every section refuses unknown keys. The server's sections that make
 //! sense for an agent keep their meaning and keys (`[server]`, `[storage]`, `[events]`, ...);
 //! `[agent]` says where the upstream Sunfish service is and `[hardware]` which hardware manager
 //! applies writes. `conf/agent.toml` documents every key; a test checks it equals these
@@ -109,6 +110,24 @@ pub struct AgentSection {
     pub upstream_user: Option<String>,
     /// Its password (prefer `SUNFISH_AGENT__AGENT__UPSTREAM_PASSWORD`).
     pub upstream_password: Option<String>,
+    /// Whether to fetch the agent's configuration section from the upstream at start.
+    pub central_config: CentralMode,
+}
+
+/// `agent.central_config`: whether the agent layers its section from the upstream
+/// (`AggregationService/Oem/Sunfish_RM/AgentConfigurations/<name>`) under its own file.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum CentralMode {
+    /// Never ask.
+    Off,
+    /// Ask once at start; without an answer (no upstream yet, no section, no access) start on
+    /// the local configuration.
+    #[default]
+    Optional,
+    /// Wait for the section: retry with backoff while the upstream is unreachable or has none;
+    /// refused credentials stop the agent.
+    Required,
 }
 
 impl Default for AgentSection {
@@ -123,6 +142,33 @@ impl Default for AgentSection {
             request_timeout_ms: 35_000,
             upstream_user: None,
             upstream_password: None,
+            central_config: CentralMode::Optional,
+        }
+    }
+}
+
+/// Command-line flags: the top layer, above the environment.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    /// `--listen`.
+    pub listen: Option<std::net::SocketAddr>,
+    /// `--upstream`.
+    pub upstream: Option<String>,
+    /// `--name`.
+    pub name: Option<String>,
+}
+
+impl Overrides {
+    /// Sets what was given on `cfg`.
+    pub fn apply(&self, cfg: &mut AgentConfig) {
+        if let Some(listen) = self.listen {
+            cfg.server.listen = listen;
+        }
+        if let Some(up) = &self.upstream {
+            cfg.agent.upstream = Some(up.clone());
+        }
+        if let Some(name) = &self.name {
+            cfg.agent.name = name.clone();
         }
     }
 }
@@ -232,6 +278,21 @@ impl AgentConfig {
         file: Option<&Path>,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Self, StartupError> {
+        Self::load_layers(file, env, None)
+    }
+
+    /// [`AgentConfig::load_with_env`] with the agent's central section (the `Configuration`
+    /// object fetched from the upstream, sections as in the file) as a layer between the
+    /// defaults and the file.
+    ///
+    /// # Errors
+    /// As [`AgentConfig::load`] ([`crate::central::layer`] checks the section on its own first,
+    /// so its faults are reported as the section's).
+    pub fn load_layers(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+        central: Option<&Value>,
+    ) -> Result<Self, StartupError> {
         let mut b = config::Config::builder();
         // Sections given in part are completed from their own (server) defaults by serde; the
         // agent's different defaults must therefore be a layer of their own.
@@ -244,6 +305,11 @@ impl AgentConfig {
         ];
         for (k, v) in agent_defaults {
             b = b.set_default(k, v).map_err(|e| StartupError::Config(e.to_string()))?;
+        }
+        if let Some(c) = central {
+            let layer = config::Config::try_from(c)
+                .map_err(|e| StartupError::Config(format!("central configuration section: {e}")))?;
+            b = b.add_source(layer);
         }
         if let Some(f) = file {
             if !f.is_file() {

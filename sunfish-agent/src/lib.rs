@@ -19,6 +19,7 @@
 //! is given (so tests use `127.0.0.1:0`), logs `listening on <base URL>`, and stops the
 //! registrar and the change feed before storage is closed.
 
+pub mod central;
 pub mod config;
 pub mod mockup;
 pub mod redfish;
@@ -45,7 +46,7 @@ use sunfish_storage_fs as _;
 #[cfg(feature = "storage-memory")]
 use sunfish_storage_memory as _;
 
-pub use config::AgentConfig;
+pub use config::{AgentConfig, Overrides};
 pub use registrar::{Phase, Registrar};
 /// Resolves on SIGINT or SIGTERM (the shutdown [`serve`] waits for).
 pub use sunfish_server::shutdown_signal;

@@ -13,7 +13,7 @@ use sunfish_storage_fs as _;
 #[cfg(feature = "storage-memory")]
 use sunfish_storage_memory as _;
 
-use sunfish_agent::AgentConfig;
+use sunfish_agent::{AgentConfig, Overrides};
 
 /// Sunfish agent: serves a device's Redfish tree, applies writes through a hardware manager and
 /// registers with an upstream Sunfish service.
@@ -27,7 +27,9 @@ struct Cli {
     /// line `listening on ...` names it).
     #[arg(long, value_name = "ADDR")]
     listen: Option<SocketAddr>,
-    /// Base URL of the upstream Sunfish service, overriding `agent.upstream`.
+    /// Base URL of the upstream Sunfish service, overriding `agent.upstream`. With
+    /// `agent.central_config` on (the default, `optional`), the agent's configuration section
+    /// is fetched from there first and layered under the file, environment and flags.
     #[arg(long, value_name = "URL")]
     upstream: Option<String>,
     /// Name of the agent's ConnectionMethod, overriding `agent.name`.
@@ -80,20 +82,18 @@ fn main() -> ExitCode {
             }
         });
     }
-    let mut cfg = match AgentConfig::load(cli.config.as_deref()) {
+    let overrides = Overrides { listen: cli.listen, upstream: cli.upstream, name: cli.name };
+    let mut local = match AgentConfig::load(cli.config.as_deref()) {
         Ok(c) => c,
         Err(e) => return fail(&e),
     };
-    if let Some(listen) = cli.listen {
-        cfg.server.listen = listen;
-    }
-    if let Some(up) = cli.upstream {
-        cfg.agent.upstream = Some(up);
-    }
-    if let Some(name) = cli.name {
-        cfg.agent.name = name;
-    }
-    sunfish_agent::init_logging(&cfg.log.level);
+    overrides.apply(&mut local);
+    // Logging starts on the local level: the central section is fetched with it on.
+    sunfish_agent::init_logging(&local.log.level);
+    let cfg = match rt.block_on(sunfish_agent::central::resolve(local, cli.config.as_deref(), &overrides)) {
+        Ok(c) => c,
+        Err(e) => return fail(&e),
+    };
     match rt.block_on(sunfish_agent::serve(&cfg, None)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(&e),

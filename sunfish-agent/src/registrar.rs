@@ -338,7 +338,7 @@ impl Registrar {
 }
 
 /// `Authorization: Basic ...`.
-fn basic(user: &str, password: &str) -> (String, String) {
+pub(crate) fn basic(user: &str, password: &str) -> (String, String) {
     let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
     ("Authorization".into(), format!("Basic {token}"))
 }

@@ -158,6 +158,7 @@ impl CoreBuilder {
             Arc::new(crate::aggregation::AgentEvents(aggregator.clone())),
         );
         self = self.object_handler("aggregation", Arc::new(crate::aggregation::SourceHooks(aggregator.clone())));
+        self = self.object_handler("agentconfig", Arc::new(crate::aggregation::agentconfig::AgentConfigHooks));
         self.aggregation = Some(aggregator);
         self
     }
@@ -998,11 +999,12 @@ impl Core {
 
 /// Member types implied by the collections the service manages itself, for POST bodies
 /// without `@odata.type` (as Redfish clients send them).
-const IMPLIED_MEMBER_TYPES: [(&str, &str); 4] = [
+const IMPLIED_MEMBER_TYPES: [(&str, &str); 5] = [
     ("EventDestinationCollection", "#EventDestination.v1_16_0.EventDestination"),
     ("SessionCollection", "#Session.v1_8_0.Session"),
     ("ManagerAccountCollection", "#ManagerAccount.v1_14_1.ManagerAccount"),
     ("AggregationSourceCollection", "#AggregationSource.v1_5_0.AggregationSource"),
+    ("SunfishAgentConfigurationCollection", crate::aggregation::agentconfig::MEMBER_TYPE),
 ];
 
 fn implied_member_type(collection_type: &str) -> Option<&'static str> {

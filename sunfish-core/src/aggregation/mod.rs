@@ -17,6 +17,7 @@
 //! Private state per agent (aliases, owned paths, boundary ports) is a storage-backend record
 //! (`kv` namespace `aggregation`), so it survives restarts with the tree it describes.
 
+pub mod agentconfig;
 pub mod alias;
 pub mod boundary;
 pub mod client;
@@ -258,6 +259,7 @@ impl Aggregator {
     /// # Errors
     /// Storage failures.
     pub async fn start(self: &Arc<Self>, core: &Core) -> Result<()> {
+        agentconfig::ensure_collection(&*self.storage).await?;
         for (id, v) in self.storage.kv_list(KV).await? {
             match serde_json::from_value::<AgentRecord>(v) {
                 Ok(rec) => {

@@ -148,6 +148,10 @@ pub fn privilege_for(op: Operation, path: &str) -> Requirement {
     let public_read = ["/redfish", "/redfish/v1", "/redfish/v1/odata", "/redfish/v1/$metadata"];
     match op {
         Operation::Get if public_read.contains(&path) => Requirement::Public,
+        // Agent configuration sections may hold device credentials.
+        Operation::Get if under(crate::aggregation::agentconfig::AGENT_CONFIGURATIONS) => {
+            Requirement::Privilege(ConfigureComponents)
+        }
         Operation::Get => Requirement::Privilege(Login),
         Operation::Create if path == SESSIONS => Requirement::Public,
         Operation::Delete if under(SESSIONS) => Requirement::PrivilegeOrSelf(ConfigureManager),

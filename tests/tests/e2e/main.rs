@@ -4,6 +4,7 @@ mod agent;
 mod agent_trees;
 mod aggregation;
 mod auth;
+mod central_config;
 mod cli;
 mod concurrency;
 mod config_files;
