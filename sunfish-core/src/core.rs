@@ -313,7 +313,13 @@ impl Core {
     /// # Errors
     /// `NotFound`; `Agent` when a read-through agent cannot answer.
     pub async fn read(&self, path: &ResourcePath) -> Result<Resource> {
-        let current = self.inner.storage.get(path).await?;
+        let current = match self.inner.storage.get(path).await {
+            Err(Error::NotFound { .. }) if self.inner.aggregation.is_some() => {
+                return crate::aggregation::agentconfig::service_collection(path)
+                    .ok_or_else(|| Error::NotFound { path: path.to_string() });
+            }
+            other => other?,
+        };
         if let Some(hw) = self.inner.hardware.as_ref().filter(|_| !crate::hardware::is_service_path(path)) {
             if let Some(live) = hw.read(self, path).await? {
                 if live != *current.value() && !current.is_collection() {
@@ -695,6 +701,9 @@ impl Core {
             return Err(Error::MalformedJson { reason: "the request body must be a JSON object".into() });
         };
         let mut collection = posted.clone();
+        if self.inner.aggregation.is_some() {
+            crate::aggregation::agentconfig::ensure_collection(&*self.inner.storage, posted).await?;
+        }
         let mut target = match self.inner.storage.get(posted).await {
             Ok(r) => Some(r),
             Err(Error::NotFound { .. }) => None,

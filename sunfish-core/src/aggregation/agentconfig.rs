@@ -19,7 +19,7 @@
 use async_trait::async_trait;
 use serde_json::{json, Value};
 
-use crate::{Core, Error, ObjectHandler, Operation, ResourcePath, Result, StorageBackend, WriteOp};
+use crate::{Core, Error, ObjectHandler, Operation, Resource, ResourcePath, Result, StorageBackend, WriteOp};
 
 /// The collection of agent configuration sections.
 pub const AGENT_CONFIGURATIONS: &str = "/redfish/v1/AggregationService/Oem/Sunfish_RM/AgentConfigurations";
@@ -38,7 +38,7 @@ pub const LOCAL_ONLY_KEYS: [&str; 6] = [
     "agent.central_config",
 ];
 
-/// The empty collection, as created at start.
+/// The empty collection.
 fn collection() -> Value {
     json!({
         "@odata.id": AGENT_CONFIGURATIONS,
@@ -51,16 +51,22 @@ fn collection() -> Value {
     })
 }
 
-/// Creates the collection in a store that lacks it (new stores, and stores made before it
-/// existed).
+/// The empty collection when `path` is the sections' collection. The service shows it before
+/// the first section exists without storing it (starting over a tree leaves the tree's files
+/// alone), and stores it with the first section ([`ensure_collection`]).
+pub fn service_collection(path: &ResourcePath) -> Option<Resource> {
+    (path.as_str() == AGENT_CONFIGURATIONS).then(|| Resource::new(collection(), 0))
+}
+
+/// Stores the collection when `path` is it and the store lacks it (before a POST of a section).
 ///
 /// # Errors
 /// Storage failures.
-pub async fn ensure_collection(storage: &dyn StorageBackend) -> Result<()> {
-    let path = ResourcePath::parse(AGENT_CONFIGURATIONS)?;
-    match storage.get(&path).await {
+pub async fn ensure_collection(storage: &dyn StorageBackend, path: &ResourcePath) -> Result<()> {
+    let Some(c) = service_collection(path) else { return Ok(()) };
+    match storage.get(path).await {
         Ok(_) => Ok(()),
-        Err(Error::NotFound { .. }) => storage.import(vec![(path, collection())]).await,
+        Err(Error::NotFound { .. }) => storage.import(vec![(path.clone(), c.value().clone())]).await,
         Err(e) => Err(e),
     }
 }

@@ -259,7 +259,6 @@ impl Aggregator {
     /// # Errors
     /// Storage failures.
     pub async fn start(self: &Arc<Self>, core: &Core) -> Result<()> {
-        agentconfig::ensure_collection(&*self.storage).await?;
         for (id, v) in self.storage.kv_list(KV).await? {
             match serde_json::from_value::<AgentRecord>(v) {
                 Ok(rec) => {

@@ -71,7 +71,7 @@ async fn an_agent_runs_on_the_section_its_upstream_keeps() {
     assert!(r.status.is_success(), "{}", r.body);
 
     let (up, admin) = upstream().await;
-    // The collection is there from the start, empty; it is not linked from the service.
+    // The collection is served from the start, empty; it is not linked from the service.
     let c = get_ok(&admin, SECTIONS).await;
     assert_eq!(c["Members"], json!([]), "{c}");
     let service = get_ok(&admin, "/redfish/v1/AggregationService").await;
