@@ -227,6 +227,21 @@ pub struct AggregationConfig {
     pub liveness_timeout_ms: u64,
     /// AggregationSource Ids or HostNames (`*`: all) whose resources are re-read on GET.
     pub read_through: Vec<String>,
+    /// `[[aggregation.agent_credentials]]`: Basic credentials sent to agents whose URL starts
+    /// with `url` (agents that require authentication, such as an agent host supervisor).
+    pub agent_credentials: Vec<AgentCredential>,
+}
+
+/// One `[[aggregation.agent_credentials]]` entry.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AgentCredential {
+    /// Agent base URL (prefix, on a path or port boundary): `http://10.0.0.5:5100`.
+    pub url: String,
+    /// User name.
+    pub user: String,
+    /// Password.
+    pub password: String,
 }
 
 impl Default for AggregationConfig {
@@ -239,6 +254,7 @@ impl Default for AggregationConfig {
             liveness_interval_ms: 10_000,
             liveness_timeout_ms: 30_000,
             read_through: Vec::new(),
+            agent_credentials: Vec::new(),
         }
     }
 }
@@ -264,6 +280,11 @@ impl AggregationConfig {
             read_through: self.read_through.clone(),
             credentials: auth_enabled,
             outbound: policy,
+            agent_credentials: self
+                .agent_credentials
+                .iter()
+                .map(|c| (c.url.trim_end_matches('/').to_string(), c.user.clone(), c.password.clone()))
+                .collect(),
         })
     }
 }

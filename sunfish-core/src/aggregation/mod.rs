@@ -77,6 +77,8 @@ pub struct AggregationConfig {
     pub credentials: bool,
     /// Which agent URLs may be contacted.
     pub outbound: OutboundPolicy,
+    /// (agent URL prefix, user, password): Basic credentials for agents that require them.
+    pub agent_credentials: Vec<(String, String, String)>,
 }
 
 impl Default for AggregationConfig {
@@ -89,7 +91,21 @@ impl Default for AggregationConfig {
             read_through: Vec::new(),
             credentials: false,
             outbound: OutboundPolicy::loopback(),
+            agent_credentials: Vec::new(),
         }
+    }
+}
+
+impl AggregationConfig {
+    /// The `Authorization` header for requests to the agent at `host`, if configured: the
+    /// first entry whose URL is `host` or a prefix of it ending at a `/` or `:` boundary.
+    pub fn authorization(&self, host: &str) -> Option<(String, String)> {
+        use base64::Engine as _;
+        let (_, user, password) = self.agent_credentials.iter().find(|(url, _, _)| {
+            host.strip_prefix(url.as_str()).is_some_and(|rest| rest.is_empty() || rest.starts_with(['/', ':']))
+        })?;
+        let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+        Some(("Authorization".to_string(), format!("Basic {token}")))
     }
 }
 
@@ -329,6 +345,10 @@ impl Aggregator {
         body: Option<Value>,
     ) -> Result<AgentReply> {
         let url = format!("{host}{uri}");
+        let mut headers = headers;
+        if let Some(h) = self.config.authorization(host) {
+            headers.push(h);
+        }
         self.config.outbound.check(&url).map_err(|reason| Error::Agent {
             agent: host.to_string(),
             status: None,
