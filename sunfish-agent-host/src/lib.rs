@@ -50,9 +50,11 @@ pub async fn run(file: &Path, listen: Option<SocketAddr>) -> Result<(), StartupE
         own.server.listen = l;
     }
     let host = own.agent.name.clone();
-    // What the view uploads: the supervisor's Manager (Managers are not uploaded by default).
+    // What the view uploads: the supervisor's Manager (Managers are not uploaded by default)
+    // and its instances (a crawl does not follow links inside Oem).
     if own.agent.roots.is_empty() {
-        own.agent.roots = vec![format!("/redfish/v1/Managers/{host}")];
+        let paths = view::Paths::new(&host).map_err(|e| StartupError::Config(format!("agent.name {host:?}: {e}")))?;
+        own.agent.roots = vec![paths.manager.to_string(), paths.instances.to_string()];
     }
     let io = |what: &str, e: std::io::Error| StartupError::Io { what: what.to_string(), reason: e.to_string() };
     let (state_dir, _temporary) = match &hf.host.state_dir {

@@ -66,8 +66,12 @@ pub async fn fetch(cfg: &AgentConfig, client: &dyn AgentClient) -> Result<Option
             (Attempt::Invalid(why), _) | (Attempt::Refused(why), true) => {
                 return Err(StartupError::Config(format!("central configuration {url}: {why}")));
             }
-            (Attempt::Refused(why) | Attempt::Missing(why), false) => {
-                warn!(%url, reason = %why, "no central configuration section; starting on the local configuration");
+            (Attempt::Refused(why), false) => {
+                warn!(%url, reason = %why, "central configuration section refused; starting on the local configuration");
+                return Ok(None);
+            }
+            (Attempt::Missing(why), false) => {
+                info!(%url, reason = %why, "no central configuration section; starting on the local configuration");
                 return Ok(None);
             }
             (Attempt::Missing(why), true) => {

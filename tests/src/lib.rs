@@ -212,47 +212,38 @@ pub fn shared_dir() -> Option<PathBuf> {
 /// The `sunfish-server` binary of this build (built on demand when cargo has not yet built it).
 pub fn server_binary() -> PathBuf {
     static BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    BIN.get_or_init(|| {
-        let exe = std::env::current_exe().unwrap_or_default();
-        // target/<profile>/deps/e2e-hash → target/<profile>/sunfish-server
-        let profile_dir = exe.parent().and_then(Path::parent).map(Path::to_path_buf).unwrap_or_default();
-        let bin = profile_dir.join("sunfish-server");
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let mut cmd = Command::new(cargo);
-        cmd.args(["build", "-q", "-p", "sunfish-server", "--bin", "sunfish-server"]);
-        if profile_dir.file_name().is_some_and(|n| n == "release") {
-            cmd.arg("--release");
-        }
-        // Always ask cargo: it is a no-op when the binary is fresh, and a stale one would test
-        // old code.
-        let status = cmd.current_dir(workspace_root()).status();
-        assert!(status.is_ok_and(|s| s.success()), "building sunfish-server failed");
-        assert!(bin.is_file(), "{} missing after build", bin.display());
-        bin
-    })
-    .clone()
+    BIN.get_or_init(|| built_binary("sunfish-server")).clone()
 }
 
 /// The `sunfish-agent` binary of this build (built on demand, as [`server_binary`]).
 pub fn agent_binary() -> PathBuf {
     static BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    BIN.get_or_init(|| {
-        let exe = std::env::current_exe().unwrap_or_default();
-        // target/<profile>/deps/e2e-hash → target/<profile>/sunfish-agent
-        let profile_dir = exe.parent().and_then(Path::parent).map(Path::to_path_buf).unwrap_or_default();
-        let bin = profile_dir.join("sunfish-agent");
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let mut cmd = Command::new(cargo);
-        cmd.args(["build", "-q", "-p", "sunfish-agent", "--bin", "sunfish-agent"]);
-        if profile_dir.file_name().is_some_and(|n| n == "release") {
-            cmd.arg("--release");
-        }
-        let status = cmd.current_dir(workspace_root()).status();
-        assert!(status.is_ok_and(|s| s.success()), "building sunfish-agent failed");
-        assert!(bin.is_file(), "{} missing after build", bin.display());
-        bin
-    })
-    .clone()
+    BIN.get_or_init(|| built_binary("sunfish-agent")).clone()
+}
+
+/// The `sunfish-agent-host` binary of this build (built on demand, as [`server_binary`]).
+pub fn host_binary() -> PathBuf {
+    static BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| built_binary("sunfish-agent-host")).clone()
+}
+
+/// The binary `name` of package `name`, in this test build's profile directory. Always asks
+/// cargo: it is a no-op when the binary is fresh, and a stale one would test old code.
+fn built_binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap_or_default();
+    // target/<profile>/deps/e2e-hash → target/<profile>/<name>
+    let profile_dir = exe.parent().and_then(Path::parent).map(Path::to_path_buf).unwrap_or_default();
+    let bin = profile_dir.join(name);
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.args(["build", "-q", "-p", name, "--bin", name]);
+    if profile_dir.file_name().is_some_and(|n| n == "release") {
+        cmd.arg("--release");
+    }
+    let status = cmd.current_dir(workspace_root()).status();
+    assert!(status.is_ok_and(|s| s.success()), "building {name} failed");
+    assert!(bin.is_file(), "{} missing after build", bin.display());
+    bin
 }
 
 /// A free loopback port (bound then released; fine for tests that start one binary at a time).

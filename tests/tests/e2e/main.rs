@@ -1,6 +1,7 @@
 //! End-to-end tests: one binary, a module per area.
 
 mod agent;
+mod agent_host;
 mod agent_trees;
 mod aggregation;
 mod auth;
