@@ -203,7 +203,10 @@ async fn the_supervisor_keeps_three_agents_in_their_target_states() {
     let probe = Client::new(format!("http://127.0.0.1:{}", ports[1]));
     eventually("the restarted agent to answer", Duration::from_secs(10), || {
         let probe = probe.clone();
-        async move { (probe.get("/redfish/v1").await.status == 200).then_some(()) }
+        async move {
+            let r = probe.http.get(format!("{}/redfish/v1", probe.base)).send().await.ok()?;
+            r.status().is_success().then_some(())
+        }
     })
     .await;
     source_in_state(&up, &sources[1], "Enabled", Duration::from_secs(10)).await;
