@@ -14,6 +14,7 @@ pub mod config;
 pub mod error;
 pub mod listener;
 pub mod metadata;
+pub mod migrate;
 pub mod routes;
 pub mod seed;
 pub mod sse;

@@ -33,6 +33,15 @@ struct Cli {
     /// Build every plugin FILE configures, then exit 0, or print the error and exit 1.
     #[arg(long, value_name = "FILE")]
     check_config: Option<PathBuf>,
+    /// Copy a whole store (resources and the services' private records) from STORE into the
+    /// configured backend, which must be empty, then exit. STORE is `fs:DIR` or
+    /// `postgres:URL`. Stop every server on either store first.
+    #[arg(long, value_name = "STORE", conflicts_with = "export_to")]
+    migrate_from: Option<String>,
+    /// Copy the configured store into STORE (`fs:DIR`, `postgres:URL`), which must be empty,
+    /// then exit: a backup, or the first half of a move.
+    #[arg(long, value_name = "STORE")]
+    export_to: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -77,6 +86,20 @@ fn main() -> ExitCode {
         cfg.server.listen = listen;
     }
     init_logging(&cfg.log.level);
+    let copy = match (&cli.migrate_from, &cli.export_to) {
+        (Some(s), _) => Some((s.clone(), sunfish_server::migrate::Direction::Import)),
+        (None, Some(s)) => Some((s.clone(), sunfish_server::migrate::Direction::Export)),
+        (None, None) => None,
+    };
+    if let Some((spec, direction)) = copy {
+        return match rt.block_on(sunfish_server::migrate::run(&cfg, &spec, direction)) {
+            Ok(c) => {
+                println!("copied {} resources and {} records", c.resources, c.records);
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(&e),
+        };
+    }
     rt.block_on(async move {
         // Certificate files first: a bad one stops the start before the store is opened.
         let tls = match cfg.server.tls.load() {

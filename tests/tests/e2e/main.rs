@@ -18,6 +18,7 @@ mod etag;
 mod events;
 mod eventservice;
 mod limits;
+mod migrate;
 mod path_escape;
 mod postgres;
 mod query;
