@@ -102,6 +102,13 @@ pub trait StorageBackend: Send + Sync + 'static {
     /// As [`StorageBackend::kv_get`].
     async fn kv_list(&self, ns: &str) -> Result<Vec<(String, Value)>>;
 
+    /// Whether other processes share this store (several servers on one database). Services
+    /// that cache private records (sessions) then check the store on use, so what one instance
+    /// ends or refreshes holds on all. Default: not shared.
+    fn shared(&self) -> bool {
+        false
+    }
+
     /// Makes every acknowledged write durable and stops background work; called at shutdown.
     ///
     /// # Errors

@@ -369,6 +369,11 @@ async fn delete_tx(tx: &Transaction<'_>, path: &ResourcePath, if_match: Option<u
 
 #[async_trait]
 impl StorageBackend for PostgresBackend {
+    /// Every instance on the database sees the same rows.
+    fn shared(&self) -> bool {
+        true
+    }
+
     async fn get(&self, path: &ResourcePath) -> Result<Resource> {
         let client = self.pool.get().await.map_err(db_err)?;
         let row = client

@@ -293,26 +293,52 @@ impl AuthService {
         self.reload_settings().await;
         self.reload_roles().await?;
         for (id, v) in self.storage.kv_list(NS_SESSIONS).await? {
-            let Some(hash) = v.get("token_sha256").and_then(Value::as_str).and_then(parse_hex32) else { continue };
-            let Some(account) = v.get("account").and_then(Value::as_str).and_then(|a| ResourcePath::parse(a).ok())
-            else {
-                continue;
-            };
-            match self.principal_for_account(&account).await {
-                Ok(mut p) => {
-                    p.session = Some(id.clone());
-                    let last = v.get("last_used").and_then(Value::as_u64).unwrap_or_else(now_secs);
-                    self.sessions.write().insert(
-                        hash,
-                        Arc::new(SessionState { id, principal: RwLock::new(p), last_used: AtomicU64::new(last) }),
-                    );
-                }
-                Err(_) => {
-                    let _ = self.storage.kv_delete(NS_SESSIONS, &id).await;
-                }
-            }
+            self.adopt_session(id, &v).await;
         }
         Ok(())
+    }
+
+    /// Takes the stored session `id` (record `v`) into the in-memory table; returns it, or
+    /// `None` (and deletes the record) when its account is gone.
+    async fn adopt_session(&self, id: String, v: &Value) -> Option<Arc<SessionState>> {
+        let hash = v.get("token_sha256").and_then(Value::as_str).and_then(parse_hex32)?;
+        let account = v.get("account").and_then(Value::as_str).and_then(|a| ResourcePath::parse(a).ok())?;
+        match self.principal_for_account(&account).await {
+            Ok(mut p) => {
+                p.session = Some(id.clone());
+                let last = v.get("last_used").and_then(Value::as_u64).unwrap_or_else(now_secs);
+                let s = Arc::new(SessionState { id, principal: RwLock::new(p), last_used: AtomicU64::new(last) });
+                self.sessions.write().insert(hash, s.clone());
+                Some(s)
+            }
+            Err(_) => {
+                let _ = self.storage.kv_delete(NS_SESSIONS, &id).await;
+                None
+            }
+        }
+    }
+
+    /// On a shared store: the session another instance opened with this token, if any.
+    async fn session_from_store(&self, hash: &[u8; 32]) -> Result<Option<Arc<SessionState>>> {
+        let want = hex(hash);
+        for (id, v) in self.storage.kv_list(NS_SESSIONS).await? {
+            if v.get("token_sha256").and_then(Value::as_str) == Some(want.as_str()) {
+                return Ok(self.adopt_session(id, &v).await);
+            }
+        }
+        Ok(None)
+    }
+
+    /// On a shared store: whether session `s` still exists there, taking a later use recorded
+    /// by another instance. Returns the stored `last_used`.
+    async fn check_shared_session(&self, s: &SessionState) -> Result<Option<u64>> {
+        let Some(v) = self.storage.kv_get(NS_SESSIONS, &s.id).await? else {
+            self.sessions.write().retain(|_, x| x.id != s.id);
+            return Ok(None);
+        };
+        let stored = v.get("last_used").and_then(Value::as_u64).unwrap_or(0);
+        s.last_used.fetch_max(stored, Ordering::Relaxed);
+        Ok(Some(stored))
     }
 
     /// Re-reads password, lockout and session-timeout settings.
@@ -556,9 +582,21 @@ impl AuthService {
     /// `Unauthorized` for unknown or expired tokens.
     pub async fn authenticate_token(&self, core: &Core, token: &str) -> Result<Principal> {
         let hash = sha256(token.as_bytes());
-        let session = self.sessions.read().get(&hash).cloned();
+        let shared = self.storage.shared();
+        let mut session = self.sessions.read().get(&hash).cloned();
+        if session.is_none() && shared {
+            session = self.session_from_store(&hash).await?;
+        }
         let Some(session) = session else {
             return Err(Error::Unauthorized { reason: "unknown session token".into() });
+        };
+        let stored = if shared {
+            match self.check_shared_session(&session).await? {
+                Some(t) => t,
+                None => return Err(Error::Unauthorized { reason: "session ended".into() }),
+            }
+        } else {
+            0
         };
         let timeout = self.settings.read().session_timeout;
         let now = now_secs();
@@ -569,6 +607,13 @@ impl AuthService {
                 let _ = core.delete(&p, None).await;
             }
             return Err(Error::Unauthorized { reason: "session expired".into() });
+        }
+        // On a shared store the other instances learn of the use (their sweepers would expire
+        // it otherwise), at most every tenth of the timeout.
+        if shared && now.saturating_sub(stored) >= (timeout / 10).max(1) {
+            let account = session.principal.read().account.clone();
+            let record = json!({"token_sha256": hex(&hash), "account": account.as_str(), "last_used": now});
+            self.storage.kv_put(NS_SESSIONS, &session.id, record).await?;
         }
         session.last_used.store(now, Ordering::Relaxed);
         let p = session.principal.read().clone();
@@ -597,6 +642,21 @@ impl AuthService {
                     .map(|s| s.id.clone())
                     .collect();
                 for id in expired {
+                    if auth.storage.shared() {
+                        // Used (or ended) through another instance since?
+                        let state = auth.sessions.read().values().find(|s| s.id == id).cloned();
+                        if let Some(state) = state {
+                            match auth.check_shared_session(&state).await {
+                                Ok(Some(_))
+                                    if now.saturating_sub(state.last_used.load(Ordering::Relaxed)) <= timeout =>
+                                {
+                                    continue
+                                }
+                                Ok(None) => continue,
+                                _ => {}
+                            }
+                        }
+                    }
                     info!(session = %id, "session expired");
                     auth.forget_session(&id).await;
                     if let Ok(p) = ResourcePath::parse(SESSIONS).and_then(|s| s.child(&id)) {

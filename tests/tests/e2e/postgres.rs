@@ -1,7 +1,7 @@
 //! Two real `sunfish-server` processes on one PostgreSQL schema serve one tree (issue 8, first
 //! part): writes through either are read through the other at once, ETags and If-Match hold
-//! across them, and accounts live in the database (sessions do not yet: each instance keeps its
-//! own table of session tokens, issue 8). Skips, saying so, without a
+//! across them, and accounts and sessions live in the database (a token opened on one works on
+//! the other; ended on one, it is refused by both). Skips, saying so, without a
 //! PostgreSQL server (`SUNFISH_TEST_POSTGRES_URL`, default
 //! `host=127.0.0.1 user=postgres dbname=test`).
 
@@ -95,6 +95,24 @@ async fn two_servers_on_one_database_are_one_service() {
 
     assert!(b.send(Method::DELETE, "/redfish/v1/Systems/pg1", None, &auth).await.status.is_success());
     assert_eq!(a.send(Method::GET, "/redfish/v1/Systems/pg1", None, &auth).await.status, 404);
+
+    // A session opened on A works on B; ended on B, it is refused on A.
+    let login = json!({"UserName": "admin", "Password": PASSWORD});
+    let opened = a.send(Method::POST, "/redfish/v1/SessionService/Sessions", Some(&login), &[]).await;
+    assert_eq!(opened.status, 201, "{}", opened.body);
+    let token = opened.header("X-Auth-Token").to_string();
+    let session = opened.header("Location").to_string();
+    let with_token = [("X-Auth-Token", token.as_str())];
+    assert_eq!(b.send(Method::GET, "/redfish/v1/Systems", None, &with_token).await.status, 200, "A's token on B");
+    assert_eq!(a.send(Method::GET, "/redfish/v1/Systems", None, &with_token).await.status, 200);
+    let ended = b.send(Method::DELETE, &session, None, &with_token).await;
+    assert!(ended.status.is_success(), "{} {}", ended.status, ended.body);
+    assert_eq!(
+        a.send(Method::GET, "/redfish/v1/Systems", None, &with_token).await.status,
+        401,
+        "ended on B, refused on A"
+    );
+    assert_eq!(b.send(Method::GET, "/redfish/v1/Systems", None, &with_token).await.status, 401);
 
     drop((a, b));
     let _ = db.batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE")).await;
