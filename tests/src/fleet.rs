@@ -206,28 +206,7 @@ impl Agent {
         for (k, v) in &env {
             cmd.env(k, v);
         }
-        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn sunfish-agent: {e}"));
-        let log = Arc::new(Mutex::new(String::new()));
-        let (tx, rx) = std::sync::mpsc::channel::<String>();
-        if let Some(stderr) = child.stderr.take() {
-            let log = log.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                    if let Some(url) = line.split("listening on ").nth(1).and_then(|s| s.split_whitespace().next()) {
-                        let _ = tx.send(url.to_string());
-                    }
-                    if let Ok(mut l) = log.lock() {
-                        l.push_str(&line);
-                        l.push('\n');
-                    }
-                }
-            });
-        }
-        let url = eventually("the agent's `listening on` line", WAIT, || {
-            let got = rx.try_recv().ok();
-            async move { got }
-        })
-        .await;
+        let (child, log, url) = spawn_listening(cmd, "sunfish-agent").await;
         Agent {
             client: Client::new(url),
             child,
@@ -270,6 +249,35 @@ impl std::ops::Deref for Agent {
     fn deref(&self) -> &Client {
         &self.client
     }
+}
+
+/// Spawns `cmd` (stderr piped), keeps everything it logs, and waits for its `listening on
+/// <URL>` line. Returns the child, its log so far (growing) and the URL.
+pub async fn spawn_listening(mut cmd: Command, what: &str) -> (Child, Arc<Mutex<String>>, String) {
+    cmd.stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {what}: {e}"));
+    let log = Arc::new(Mutex::new(String::new()));
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    if let Some(stderr) = child.stderr.take() {
+        let log = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(url) = line.split("listening on ").nth(1).and_then(|s| s.split_whitespace().next()) {
+                    let _ = tx.send(url.to_string());
+                }
+                if let Ok(mut l) = log.lock() {
+                    l.push_str(&line);
+                    l.push('\n');
+                }
+            }
+        });
+    }
+    let url = eventually(&format!("the `listening on` line of {what}"), WAIT, || {
+        let got = rx.try_recv().ok();
+        async move { got }
+    })
+    .await;
+    (child, log, url)
 }
 
 /// A Redfish link object.

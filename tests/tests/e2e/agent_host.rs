@@ -7,7 +7,6 @@
 //! adds and removes instances.
 
 use std::fmt::Write as _;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -33,34 +32,13 @@ impl Host {
     /// Starts the supervisor of `file` and waits for its view's `listening on` line.
     async fn start(file: &Path) -> Self {
         let mut cmd = Command::new(host_binary());
-        cmd.args(["--config"]).arg(file).stdout(Stdio::null()).stderr(Stdio::piped());
+        cmd.args(["--config"]).arg(file).stdout(Stdio::null());
         for (k, _) in std::env::vars() {
             if k.starts_with("SUNFISH_AGENT__") || k == "RUST_LOG" {
                 cmd.env_remove(k);
             }
         }
-        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn sunfish-agent-host: {e}"));
-        let log = Arc::new(Mutex::new(String::new()));
-        let (tx, rx) = std::sync::mpsc::channel::<String>();
-        if let Some(stderr) = child.stderr.take() {
-            let log = log.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                    if let Some(url) = line.split("listening on ").nth(1).and_then(|s| s.split_whitespace().next()) {
-                        let _ = tx.send(url.to_string());
-                    }
-                    if let Ok(mut l) = log.lock() {
-                        l.push_str(&line);
-                        l.push('\n');
-                    }
-                }
-            });
-        }
-        let url = eventually("the supervisor's `listening on` line", WAIT, || {
-            let got = rx.try_recv().ok();
-            async move { got }
-        })
-        .await;
+        let (child, log, url) = sunfish_tests::fleet::spawn_listening(cmd, "sunfish-agent-host").await;
         Host { child, view: Client::new(url), log }
     }
 
