@@ -28,6 +28,15 @@ impl Resource {
         Resource { inner: Arc::new(Inner { value, revision, json: OnceLock::new() }) }
     }
 
+    /// The JSON, without copying it when this is the only handle (a collection being rewritten
+    /// by the one writer), else a copy.
+    pub fn into_value(self) -> Value {
+        match Arc::try_unwrap(self.inner) {
+            Ok(inner) => inner.value,
+            Err(shared) => shared.value.clone(),
+        }
+    }
+
     /// The resource's JSON.
     pub fn value(&self) -> &Value {
         &self.inner.value

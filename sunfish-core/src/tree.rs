@@ -169,6 +169,11 @@ impl ResourceTree {
         }
         let mut changes = Vec::new();
         let mut coll_value = match self.resources.get(collection) {
+            // Outside a transaction nobody needs the old collection back: move it out instead of
+            // copying its whole Members list (the cost of a create grew with the collection).
+            Some(c) if c.is_collection() && self.undo.is_none() => {
+                self.resources.remove(collection).map(Resource::into_value).unwrap_or_default()
+            }
             Some(c) if c.is_collection() => c.value().clone(),
             Some(_) => {
                 return Err(Error::NotAllowed {
@@ -359,6 +364,28 @@ mod tests {
 
     fn p(s: &str) -> ResourcePath {
         ResourcePath::parse(s).unwrap()
+    }
+
+    /// Creates outside a transaction move the collection out of the map instead of copying it;
+    /// a handle a reader holds keeps the old version.
+    #[test]
+    fn creates_leave_held_copies_alone() {
+        let mut t = ResourceTree::new(1);
+        t.import(vec![
+            (p("/redfish/v1"), json!({"@odata.id": "/redfish/v1"})),
+            (p("/redfish/v1/Systems"), json!({"@odata.id": "/redfish/v1/Systems", "@odata.type": "#ComputerSystemCollection.ComputerSystemCollection", "Members": []})),
+        ]);
+        let member = |i: u32| json!({"@odata.id": format!("/redfish/v1/Systems/{i}"), "@odata.type": "#ComputerSystem.v1_0_0.ComputerSystem"});
+        // Nobody holds the collection: it is moved, not copied, and the result is the same.
+        t.create(&p("/redfish/v1/Systems"), member(1), None).unwrap();
+        let held = t.get(&p("/redfish/v1/Systems")).unwrap();
+        // A reader holds it: the reader keeps its version.
+        t.create(&p("/redfish/v1/Systems"), member(2), None).unwrap();
+        assert_eq!(held.value()["Members@odata.count"], 1);
+        let now = t.get(&p("/redfish/v1/Systems")).unwrap();
+        assert_eq!(now.value()["Members@odata.count"], 2);
+        assert_eq!(now.value()["Members"][1]["@odata.id"], "/redfish/v1/Systems/2");
+        assert!(now.revision() > held.revision());
     }
 
     /// A rolled-back transaction leaves resources and records exactly as before.
