@@ -172,8 +172,9 @@ impl ObjectHandler for SubscriptionHooks {
                 self.service.register(&op.path, r.value()).await?;
             }
             (_, Some(r)) => self.service.register(&op.path, r.value()).await?,
-            _ => {}
+            _ => return Ok(()),
         }
+        self.service.announce(&id).await;
         Ok(())
     }
 }
