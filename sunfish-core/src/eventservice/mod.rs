@@ -54,6 +54,8 @@ const NS_SECRET: &str = "eventsecret";
 const TOPIC_LOG: &str = "eventlog";
 /// Notification topic of a created, changed or deleted subscription (payload: its Id).
 const TOPIC_SUB: &str = "subscription";
+/// Notification topic of a change to the EventService resource's settings.
+const TOPIC_SETTINGS: &str = "eventservice";
 /// The store-wide counter event ids come from.
 const EVENT_IDS: &str = "eventid";
 
@@ -616,6 +618,15 @@ impl EventService {
         }
     }
 
+    /// Tells the other instances that the EventService settings changed.
+    pub(crate) async fn announce_settings(&self) {
+        if self.storage.shared() {
+            if let Err(e) = self.storage.notify(TOPIC_SETTINGS, "").await {
+                warn!(error = %e, "EventService settings notification not sent");
+            }
+        }
+    }
+
     /// Tells the other instances that subscription `id` changed.
     pub(crate) async fn announce(&self, id: &str) {
         if self.storage.shared() {
@@ -664,8 +675,10 @@ impl EventService {
             match n {
                 Ok(n) if n.topic == TOPIC_LOG => self.take_entry(&n.payload).await,
                 Ok(n) if n.topic == TOPIC_SUB => self.take_subscription(&n.payload).await,
+                Ok(n) if n.topic == TOPIC_SETTINGS => self.reload_settings().await,
                 Ok(n) if n.topic == "*" => {
                     // The store's notification channel was re-established: changes may be missed.
+                    self.reload_settings().await;
                     self.catch_up().await;
                     self.sync_subscriptions().await;
                 }

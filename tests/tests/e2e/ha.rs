@@ -120,6 +120,31 @@ async fn two_instances_fail_over_without_losing_events() {
         sent.push(mark(&b, &format!("b-{i}")).await);
     }
 
+    // Settings cached per instance follow a change made through the other: EventService
+    // switched off through B stops A from accepting events, switched on again, A accepts.
+    let off = b.patch("/redfish/v1/EventService", &json!({"ServiceEnabled": false})).await;
+    assert!(off.status.is_success(), "{} {}", off.status, off.body);
+    // Probes A accepts before it hears of the change are real events and must arrive too.
+    let deadline = Instant::now() + SLACK;
+    let mut i = 0;
+    loop {
+        let m = format!("probe-{i}");
+        i += 1;
+        if post_events(&a, vec![event("HaTest.1.0.Marker", &m, None)]).await.is_empty() {
+            break;
+        }
+        sent.push(m);
+        assert!(Instant::now() < deadline, "A never saw ServiceEnabled false set through B");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(b.patch("/redfish/v1/EventService", &json!({"ServiceEnabled": true})).await.status.is_success());
+    let deadline = Instant::now() + SLACK;
+    while post_events(&a, vec![event("HaTest.1.0.Marker", "a-1", None)]).await.is_empty() {
+        assert!(Instant::now() < deadline, "A never saw ServiceEnabled true set through B");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    sent.push("a-1".to_string());
+
     // An agent registered through A, watched by the leader.
     let agent = StubAgent::synthetic("HAF", 1, 1).await;
     let (status, body) = agent.register(&a.base, "HaStub").await;
