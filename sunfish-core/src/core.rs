@@ -282,6 +282,7 @@ impl Core {
         if let Some(auth) = &self.inner.auth {
             auth.load().await?;
             auth.start_sweeper(self);
+            auth.follow_changes();
         }
         if let Some(ev) = &self.inner.events {
             ev.start().await?;

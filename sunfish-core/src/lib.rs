@@ -57,7 +57,7 @@ pub use object::{ObjectHandler, ObjectHandlerRegistration, Operation, WriteOp};
 pub use path::{ResourcePath, REDFISH_ROOT};
 pub use registry::{PluginInfo, PluginOptions, Registration};
 pub use resource::{link, merge_patch, Resource};
-pub use storage::{StorageBackend, StorageBackendRegistration};
+pub use storage::{Notification, StorageBackend, StorageBackendRegistration};
 
 /// A boxed, sendable future (what registration `build` functions return).
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;

@@ -15,6 +15,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use serde_json::Value;
 
+use tokio::sync::{broadcast, watch};
+
 use crate::{BoxFuture, PluginOptions, Resource, ResourcePath, Result, StartupError};
 
 /// Where resources live. Object-safe; the server holds one as `Arc<dyn StorageBackend>`.
@@ -109,6 +111,42 @@ pub trait StorageBackend: Send + Sync + 'static {
         false
     }
 
+    /// The first of `count` consecutive numbers from the store-wide counter `name`, never
+    /// below `floor`; `None` when the store has no shared counters (the caller counts in
+    /// process). Event ids come from here so instances sharing a store never hand out the
+    /// same `EventId`.
+    ///
+    /// # Errors
+    /// Backend failures.
+    async fn allocate(&self, name: &str, count: u64, floor: u64) -> Result<Option<u64>> {
+        let _ = (name, count, floor);
+        Ok(None)
+    }
+
+    /// Tells the other processes sharing the store about a change (`topic` names the kind,
+    /// `payload` what changed). Default: nobody to tell.
+    ///
+    /// # Errors
+    /// Backend failures.
+    async fn notify(&self, topic: &str, payload: &str) -> Result<()> {
+        let _ = (topic, payload);
+        Ok(())
+    }
+
+    /// Changes other processes announced with [`StorageBackend::notify`] (never this
+    /// process's own). `None` when the store is not shared.
+    fn notifications(&self) -> Option<broadcast::Receiver<Notification>> {
+        None
+    }
+
+    /// Whether this process is the leader among those sharing the store: the one that
+    /// delivers subscriptions' events and runs agent liveness checks. The value changes when
+    /// leadership moves (lease expiry, a lost connection). Default: always leader, since a
+    /// store nobody else shares has nobody else to lead.
+    fn leadership(&self) -> watch::Receiver<bool> {
+        watch::channel(true).1
+    }
+
     /// Makes every acknowledged write durable and stops background work; called at shutdown.
     ///
     /// # Errors
@@ -116,6 +154,15 @@ pub trait StorageBackend: Send + Sync + 'static {
     async fn close(&self) -> Result<()> {
         Ok(())
     }
+}
+
+/// A change another process made to a shared store ([`StorageBackend::notify`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Notification {
+    /// What kind of change (`eventlog`, `subscription`, ...).
+    pub topic: String,
+    /// What changed (a key, a path).
+    pub payload: String,
 }
 
 /// Registers a storage backend under a short lowercase name (`"fs"`), chosen by

@@ -16,6 +16,7 @@
 //! Key order: JSONB normalises the order of object keys; on read, `@odata.*` annotations are put
 //! first again so bodies look as Redfish clients expect. Equality of values is unaffected.
 
+pub mod coordination;
 pub mod migrations;
 
 use std::sync::Arc;
@@ -28,8 +29,8 @@ use serde_json::{Map, Value};
 use sunfish_core::resource::{link, merge_patch, remove_links};
 use sunfish_core::tree::check_kv_name;
 use sunfish_core::{
-    register_storage_backend, Error, Operation, PluginOptions, Resource, ResourcePath, Result, StartupError,
-    StorageBackend, StorageBackendRegistration,
+    register_storage_backend, Error, Notification, Operation, PluginOptions, Resource, ResourcePath, Result,
+    StartupError, StorageBackend, StorageBackendRegistration,
 };
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::Json;
@@ -60,6 +61,11 @@ pub struct PostgresOptions {
     pub statement_timeout_ms: u64,
     /// Time to establish one connection, in milliseconds.
     pub connect_timeout_ms: u64,
+    /// Leader lease, in milliseconds: the leader (the instance that delivers subscriptions'
+    /// events and checks agents) steps down when it cannot confirm its lock within a third of
+    /// this, and the others try to take over at that pace; so a dead leader is replaced within
+    /// one lease.
+    pub lease_ms: u64,
 }
 
 impl Default for PostgresOptions {
@@ -70,18 +76,30 @@ impl Default for PostgresOptions {
             pool_size: 16,
             statement_timeout_ms: 5000,
             connect_timeout_ms: 5000,
+            lease_ms: 5000,
         }
     }
 }
 
-/// The PostgreSQL backend. Cheap to share: the pool is the only state.
+/// The PostgreSQL backend: the pool, plus the notification and election tasks.
 pub struct PostgresBackend {
     pool: Pool,
+    schema: String,
+    instance: String,
+    notes: tokio::sync::broadcast::Sender<Notification>,
+    leader: tokio::sync::watch::Receiver<bool>,
+    stop: coordination::CancelFlag,
 }
 
 impl std::fmt::Debug for PostgresBackend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PostgresBackend").field("pool", &self.pool.status()).finish()
+    }
+}
+
+impl Drop for PostgresBackend {
+    fn drop(&mut self) {
+        self.stop.set();
     }
 }
 
@@ -177,11 +195,30 @@ impl PostgresBackend {
         }
         pg.options(&startup);
         pg.connect_timeout(Duration::from_millis(options.connect_timeout_ms.max(1)));
+        let side = pg.clone();
         let manager = Manager::from_config(pg, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
         let pool = Pool::builder(manager).max_size(options.pool_size.max(1)).build().map_err(|e| e.to_string())?;
         let mut client = pool.get().await.map_err(|e| format!("connecting: {e}"))?;
         migrations::apply(&mut client, &options.schema).await.map_err(|e| format!("migrating: {e}"))?;
-        Ok(PostgresBackend { pool })
+        let instance = coordination::instance_id();
+        let (notes, _) = tokio::sync::broadcast::channel(coordination::BUFFER);
+        let (leader_tx, leader) = tokio::sync::watch::channel(false);
+        let stop = coordination::CancelFlag::default();
+        tokio::spawn(coordination::listen(
+            side.clone(),
+            options.schema.clone(),
+            instance.clone(),
+            notes.clone(),
+            stop.clone(),
+        ));
+        tokio::spawn(coordination::elect(
+            side,
+            options.schema.clone(),
+            Duration::from_millis(options.lease_ms.max(150)),
+            leader_tx,
+            stop.clone(),
+        ));
+        Ok(PostgresBackend { pool, schema: options.schema.clone(), instance, notes, leader, stop })
     }
 }
 
@@ -497,8 +534,47 @@ impl StorageBackend for PostgresBackend {
             .collect())
     }
 
+    async fn allocate(&self, name: &str, count: u64, floor: u64) -> Result<Option<u64>> {
+        let client = self.pool.get().await.map_err(db_err)?;
+        let count = i64::try_from(count).map_err(db_err)?;
+        let floor = i64::try_from(floor).unwrap_or(i64::MAX / 2);
+        // One statement: the row lock makes concurrent allocations take turns.
+        let row = client
+            .query_one(
+                "INSERT INTO counters (name, value) VALUES ($1::text, $2::int8 + $3::int8) ON CONFLICT (name) \
+                 DO UPDATE SET value = GREATEST(counters.value, $2::int8) + $3::int8 RETURNING value - $3::int8",
+                &[&name, &floor, &count],
+            )
+            .await
+            .map_err(db_err)?;
+        let first: i64 = row.get(0);
+        Ok(Some(first as u64))
+    }
+
+    async fn notify(&self, topic: &str, payload: &str) -> Result<()> {
+        let client = self.pool.get().await.map_err(db_err)?;
+        client
+            .execute(
+                "SELECT pg_notify($1, $2)",
+                &[&coordination::channel(&self.schema), &coordination::encode(&self.instance, topic, payload)],
+            )
+            .await
+            .map_err(db_err)?;
+        Ok(())
+    }
+
+    fn notifications(&self) -> Option<tokio::sync::broadcast::Receiver<Notification>> {
+        Some(self.notes.subscribe())
+    }
+
+    fn leadership(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.leader.clone()
+    }
+
     async fn close(&self) -> Result<()> {
-        // Every acknowledged write was committed; closing the pool ends the connections.
+        // Every acknowledged write was committed; closing the pool ends the connections, and
+        // stopping the election ends the lock's session, so a successor need not wait.
+        self.stop.set();
         self.pool.close();
         Ok(())
     }

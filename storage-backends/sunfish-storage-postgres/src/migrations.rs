@@ -24,6 +24,11 @@ pub const MIGRATIONS: &[&str] = &[
          value jsonb NOT NULL,
          PRIMARY KEY (ns, key)
      );",
+    // 2: store-wide counters (event ids), so instances never hand out the same number.
+    "CREATE TABLE counters (
+         name text COLLATE \"C\" PRIMARY KEY,
+         value int8 NOT NULL
+     );",
 ];
 
 /// Creates `schema` when missing and applies every step not yet recorded. Returns the version

@@ -254,12 +254,15 @@ pub struct Aggregator {
     /// Sequence of forwarded writes: a crawl notes it when it starts (see [`Agent::forwarded`]).
     writes: AtomicU64,
     stop: CancellationToken,
+    /// Whether this instance runs the liveness checks ([`StorageBackend::leadership`]).
+    leader: tokio::sync::watch::Receiver<bool>,
 }
 
 impl Aggregator {
     /// A new service over `storage`, reaching agents through `client`.
     pub fn new(storage: Arc<dyn StorageBackend>, client: Arc<dyn AgentClient>, config: AggregationConfig) -> Arc<Self> {
         Arc::new(Aggregator {
+            leader: storage.leadership(),
             storage,
             client,
             config,
@@ -289,14 +292,44 @@ impl Aggregator {
         tokio::spawn(async move {
             let mut every = tokio::time::interval(tick);
             every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut leading = *me.leader.borrow();
             loop {
                 tokio::select! {
                     _ = me.stop.cancelled() => break,
-                    _ = every.tick() => me.watch(&core).await,
+                    _ = every.tick() => {}
+                }
+                let now = *me.leader.borrow();
+                if now && !leading {
+                    me.take_over().await;
+                }
+                leading = now;
+                if leading {
+                    me.watch(&core).await;
                 }
             }
         });
         Ok(())
+    }
+
+    /// On becoming leader: loads the agents other instances registered, counting each as seen
+    /// now, so the checks start from a full list without declaring anyone dead at once.
+    async fn take_over(&self) {
+        info!("this instance now runs agent liveness checks");
+        match self.storage.kv_list(KV).await {
+            Ok(records) => {
+                let mut agents = self.agents.write();
+                for (id, v) in records {
+                    if let Some(a) = agents.get(&id) {
+                        a.seen();
+                        continue;
+                    }
+                    if let Ok(rec) = serde_json::from_value::<AgentRecord>(v) {
+                        agents.insert(id, Agent::new(rec));
+                    }
+                }
+            }
+            Err(e) => warn!(error = %e, "agent records not read at takeover"),
+        }
     }
 
     /// Stops the liveness watch.

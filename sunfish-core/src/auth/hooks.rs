@@ -174,11 +174,15 @@ impl ObjectHandler for AuthHooks {
             "Session" if under(&op.path, SESSIONS) && op.operation == Operation::Delete => {
                 self.auth.forget_session(op.path.last().unwrap_or_default()).await;
             }
-            "Role" if under(&op.path, ROLES) => self.auth.reload_roles().await?,
+            "Role" if under(&op.path, ROLES) => {
+                self.auth.reload_roles().await?;
+                self.auth.announce("roles").await;
+            }
             "AccountService" | "SessionService"
                 if op.path.as_str() == ACCOUNT_SERVICE || op.path.as_str() == SESSION_SERVICE =>
             {
-                self.auth.reload_settings().await
+                self.auth.reload_settings().await;
+                self.auth.announce("settings").await;
             }
             _ => {}
         }

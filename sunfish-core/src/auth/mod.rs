@@ -47,6 +47,8 @@ pub const SESSION_SERVICE: &str = "/redfish/v1/SessionService";
 const NS_CREDENTIALS: &str = "credentials";
 const NS_SESSIONS: &str = "sessions";
 const NS_LOCKS: &str = "accountlocks";
+/// Notification topic of role and setting changes (payload `roles` or `settings`).
+const TOPIC_AUTH: &str = "auth";
 
 /// A Redfish privilege.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -618,6 +620,44 @@ impl AuthService {
         session.last_used.store(now, Ordering::Relaxed);
         let p = session.principal.read().clone();
         Ok(p)
+    }
+
+    /// Re-reads roles and settings when another instance sharing the store announces a change
+    /// to them (they are cached here for every request's authorization).
+    pub fn follow_changes(self: &Arc<Self>) {
+        let Some(mut rx) = self.storage.notifications() else { return };
+        let me = Arc::downgrade(self);
+        tokio::spawn(async move {
+            loop {
+                let n = rx.recv().await;
+                let Some(auth) = me.upgrade() else { return };
+                match n {
+                    Ok(n) if n.topic == TOPIC_AUTH && n.payload == "roles" => {
+                        if let Err(e) = auth.reload_roles().await {
+                            tracing::warn!(error = %e, "roles changed elsewhere not reloaded");
+                        }
+                    }
+                    Ok(n) if n.topic == TOPIC_AUTH => auth.reload_settings().await,
+                    Ok(n) if n.topic != "*" => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                    _ => {
+                        // Missed notifications: re-read both.
+                        auth.reload_settings().await;
+                        let _ = auth.reload_roles().await;
+                    }
+                }
+            }
+        });
+    }
+
+    /// Tells the other instances sharing the store that roles (`what` = `roles`) or the
+    /// account and session settings (`settings`) changed, so they re-read them.
+    pub async fn announce(&self, what: &str) {
+        if self.storage.shared() {
+            if let Err(e) = self.storage.notify(TOPIC_AUTH, what).await {
+                tracing::warn!(error = %e, "auth change notification not sent");
+            }
+        }
     }
 
     /// Ends idle sessions once a second (deleting their resources), so expiry does not wait for

@@ -18,9 +18,9 @@
 pub mod filter;
 mod subscriptions;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
@@ -36,7 +36,7 @@ use tracing::{debug, info, warn};
 pub use self::filter::{EventFacts, SubscriptionFilter};
 pub use self::subscriptions::{ResumeSubscription, SubmitTestEvent, SubscriptionHooks, SuspendSubscription};
 use crate::outbound::OutboundPolicy;
-use crate::{ResourcePath, Result, StorageBackend};
+use crate::{Notification, ResourcePath, Result, StorageBackend};
 
 /// Where subscriptions live.
 pub const SUBSCRIPTIONS: &str = "/redfish/v1/EventService/Subscriptions";
@@ -50,6 +50,14 @@ pub const RESOURCE_EVENT: &str = "ResourceEvent.1.4";
 const NS_LOG: &str = "eventlog";
 const NS_CURSOR: &str = "eventcursor";
 const NS_SECRET: &str = "eventsecret";
+/// Notification topic of a stored log entry (payload: its key).
+const TOPIC_LOG: &str = "eventlog";
+/// Notification topic of a created, changed or deleted subscription (payload: its Id).
+const TOPIC_SUB: &str = "subscription";
+/// Notification topic of a change to the EventService resource's settings.
+const TOPIC_SETTINGS: &str = "eventservice";
+/// The store-wide counter event ids come from.
+const EVENT_IDS: &str = "eventid";
 
 /// Delivers one envelope over HTTP. The server implements it with its HTTP client; tests use
 /// fakes. Implementations must not follow redirects off the allowed hosts.
@@ -243,6 +251,10 @@ struct Subscription {
     counters: Counters,
     /// Last delivered sequence number.
     cursor: AtomicU64,
+    /// Entries for this subscription at or below the cursor that reached this process after
+    /// the cursor passed them (published by another instance while this one delivered newer
+    /// ones); delivered next, out of order, so none is lost.
+    late: Mutex<BTreeSet<u64>>,
     /// Enabled (true) or Suspended (false).
     enabled: watch::Sender<bool>,
     wake: Notify,
@@ -274,6 +286,10 @@ pub struct EventService {
     shutdown: CancellationToken,
     /// HttpHeaders of subscriptions being created, until their resource exists.
     pending_secrets: Mutex<HashMap<ResourcePath, Vec<(String, String)>>>,
+    /// Whether this instance delivers (see [`StorageBackend::leadership`]).
+    leader: watch::Receiver<bool>,
+    /// This service, for tasks started from `&self` methods.
+    me: Weak<EventService>,
 }
 
 fn now_micros() -> u64 {
@@ -297,7 +313,8 @@ impl EventService {
         config: EventServiceConfig,
     ) -> Arc<Self> {
         let (sse, _) = broadcast::channel(1024);
-        Arc::new(EventService {
+        let leader = storage.leadership();
+        Arc::new_cyclic(|me| EventService {
             storage,
             transport,
             config,
@@ -313,6 +330,8 @@ impl EventService {
             sse,
             shutdown: CancellationToken::new(),
             pending_secrets: Mutex::new(HashMap::new()),
+            leader,
+            me: me.clone(),
         })
     }
 
@@ -356,6 +375,12 @@ impl EventService {
         }
         let me = self.clone();
         tokio::spawn(async move { me.flush_counters_loop().await });
+        if let Some(rx) = self.storage.notifications() {
+            let me = self.clone();
+            tokio::spawn(async move { me.follow(rx).await });
+        }
+        let me = self.clone();
+        tokio::spawn(async move { me.follow_leadership().await });
         info!(subscriptions = self.subs.read().len(), log = self.log.read().len(), "event service started");
         Ok(())
     }
@@ -391,7 +416,17 @@ impl EventService {
             return Ok(Vec::new());
         }
         let _guard = self.publish_lock.lock().await;
-        let first_seq = self.next_seq.fetch_add(events.len() as u64, Ordering::SeqCst);
+        let count = events.len() as u64;
+        let first_seq = match self.storage.allocate(EVENT_IDS, count, self.next_seq.load(Ordering::SeqCst)).await? {
+            Some(first) => {
+                self.next_seq.fetch_max(first + count, Ordering::SeqCst);
+                first
+            }
+            None => self.next_seq.fetch_add(count, Ordering::SeqCst),
+        };
+        if self.storage.shared() {
+            self.sync_subscriptions().await;
+        }
         let ts = timestamp();
         let mut facts = Vec::with_capacity(events.len());
         let mut records = Vec::with_capacity(events.len());
@@ -460,6 +495,10 @@ impl EventService {
         // Stored as one JSON string: a single allocation in memory-backed stores.
         let text = serde_json::to_string(&entry).map_err(|e| crate::Error::Internal { message: e.to_string() })?;
         self.storage.kv_put(NS_LOG, &seq_key(first_seq), Value::String(text)).await?;
+        if let Err(e) = self.storage.notify(TOPIC_LOG, &seq_key(first_seq)).await {
+            // The others still find the entry when they next catch up from the store.
+            warn!(error = %e, "event log notification not sent");
+        }
         let entry = Arc::new(entry);
         self.log.write().insert(first_seq, entry.clone());
         let ids: Vec<String> = entry.targets.iter().map(|t| t.id.to_string()).collect();
@@ -530,6 +569,8 @@ impl EventService {
         let settings = self.settings_of(path, v).await?;
         if let Some(existing) = self.subs.read().get(&id).cloned() {
             *existing.settings.write() = settings;
+            let enabled = v.pointer("/Status/State").and_then(Value::as_str) != Some("Suspended");
+            existing.enabled.send_if_modified(|e| std::mem::replace(e, enabled) != enabled);
             existing.wake.notify_one();
             return Ok(());
         }
@@ -549,6 +590,7 @@ impl EventService {
             settings: RwLock::new(settings),
             counters: Counters { pending: AtomicUsize::new(pending), ..Default::default() },
             cursor: AtomicU64::new(cursor),
+            late: Mutex::new(BTreeSet::new()),
             enabled: watch::channel(enabled).0,
             wake: Notify::new(),
             cancel: self.shutdown.child_token(),
@@ -562,12 +604,210 @@ impl EventService {
 
     /// Removes a subscription: stops its worker at once and forgets its cursor and secret.
     async fn unregister(&self, id: &str) {
-        if let Some(sub) = self.subs.write().remove(id) {
-            sub.cancel.cancel();
-        }
+        self.forget(id);
         let _ = self.storage.kv_delete(NS_CURSOR, id).await;
         let _ = self.storage.kv_delete(NS_SECRET, id).await;
         self.trim();
+    }
+
+    /// Stops a subscription's worker and drops it from this process only (another instance
+    /// deleted it and its records).
+    fn forget(&self, id: &str) {
+        if let Some(sub) = self.subs.write().remove(id) {
+            sub.cancel.cancel();
+        }
+    }
+
+    /// Tells the other instances that the EventService settings changed.
+    pub(crate) async fn announce_settings(&self) {
+        if self.storage.shared() {
+            if let Err(e) = self.storage.notify(TOPIC_SETTINGS, "").await {
+                warn!(error = %e, "EventService settings notification not sent");
+            }
+        }
+    }
+
+    /// Tells the other instances that subscription `id` changed.
+    pub(crate) async fn announce(&self, id: &str) {
+        if self.storage.shared() {
+            if let Err(e) = self.storage.notify(TOPIC_SUB, id).await {
+                warn!(subscription = %id, error = %e, "subscription change notification not sent");
+            }
+        }
+    }
+
+    /// Registers the stored subscriptions this process does not know yet (created through
+    /// another instance whose notification has not arrived), so an entry published here is
+    /// for every subscriber.
+    ///
+    /// Boxed: registering starts workers whose terminations publish, which syncs again.
+    fn sync_subscriptions(&self) -> crate::BoxFuture<'_, ()> {
+        Box::pin(self.sync_subscriptions_inner())
+    }
+
+    async fn sync_subscriptions_inner(&self) {
+        let Some(me) = self.me.upgrade() else { return };
+        let Ok(subs) = ResourcePath::parse(SUBSCRIPTIONS) else { return };
+        let Ok(paths) = self.storage.children(&subs).await else { return };
+        for p in paths {
+            let id = p.last().unwrap_or_default();
+            if self.subs.read().contains_key(id) {
+                continue;
+            }
+            if let Ok(r) = self.storage.get(&p).await {
+                if r.type_name() == Some("EventDestination") {
+                    if let Err(e) = me.register(&p, r.value()).await {
+                        warn!(subscription = %p, error = %e, "stored subscription not loaded");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Takes in what other instances announce: their log entries (delivered from here when
+    /// this instance leads, streamed to SSE clients here either way) and subscription changes.
+    async fn follow(self: Arc<Self>, mut rx: broadcast::Receiver<Notification>) {
+        loop {
+            let n = tokio::select! {
+                _ = self.shutdown.cancelled() => return,
+                n = rx.recv() => n,
+            };
+            match n {
+                Ok(n) if n.topic == TOPIC_LOG => self.take_entry(&n.payload).await,
+                Ok(n) if n.topic == TOPIC_SUB => self.take_subscription(&n.payload).await,
+                Ok(n) if n.topic == TOPIC_SETTINGS => self.reload_settings().await,
+                Ok(n) if n.topic == "*" => {
+                    // The store's notification channel was re-established: changes may be missed.
+                    self.reload_settings().await;
+                    self.catch_up().await;
+                    self.sync_subscriptions().await;
+                }
+                Ok(_) => {}
+                Err(broadcast::error::RecvError::Lagged(missed)) => {
+                    warn!(missed, "notifications missed; catching up from the store");
+                    self.catch_up().await;
+                    self.sync_subscriptions().await;
+                }
+                Err(broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    }
+
+    /// Loads the stored log entry `key` and queues it like a local one.
+    async fn take_entry(&self, key: &str) {
+        let entry = match self.storage.kv_get(NS_LOG, key).await {
+            Ok(Some(Value::String(text))) => serde_json::from_str::<LogEntry>(&text),
+            Ok(Some(other)) => serde_json::from_value::<LogEntry>(other),
+            Ok(None) => return, // already trimmed: every subscriber had it
+            Err(e) => {
+                warn!(entry = key, error = %e, "announced event log entry not read");
+                return;
+            }
+        };
+        match entry {
+            Ok(e) => {
+                if let Some(e) = self.insert_remote(e) {
+                    let _ = self.sse.send(e);
+                }
+            }
+            Err(e) => warn!(entry = key, error = %e, "announced event log entry unreadable"),
+        }
+    }
+
+    /// Adds an entry another instance published to the log, unless it is there already;
+    /// returns it when it was new.
+    fn insert_remote(&self, entry: LogEntry) -> Option<Arc<LogEntry>> {
+        let entry = Arc::new(entry);
+        {
+            let mut log = self.log.write();
+            if log.contains_key(&entry.first_seq) {
+                return None;
+            }
+            log.insert(entry.first_seq, entry.clone());
+        }
+        self.next_seq.fetch_max(entry.last_seq() + 1, Ordering::SeqCst);
+        let subs: Vec<Arc<Subscription>> = self.subs.read().values().cloned().collect();
+        for sub in subs {
+            if entry.is_for(&sub.id) {
+                sub.counters.pending.fetch_add(1, Ordering::SeqCst);
+                if entry.first_seq <= sub.cursor.load(Ordering::SeqCst) {
+                    sub.late.lock().insert(entry.first_seq);
+                }
+                sub.wake.notify_one();
+            }
+        }
+        Some(entry)
+    }
+
+    /// Reads every stored log entry this process lacks.
+    async fn catch_up(&self) {
+        match self.storage.kv_list(NS_LOG).await {
+            Ok(entries) => {
+                for (key, v) in entries {
+                    let Some(seq) = key.parse::<u64>().ok() else { continue };
+                    if self.log.read().contains_key(&seq) {
+                        continue;
+                    }
+                    let parsed = match v {
+                        Value::String(text) => serde_json::from_str::<LogEntry>(&text),
+                        other => serde_json::from_value::<LogEntry>(other),
+                    };
+                    if let Ok(e) = parsed {
+                        self.insert_remote(e);
+                    }
+                }
+            }
+            Err(e) => warn!(error = %e, "event log not read from the store"),
+        }
+    }
+
+    /// Follows a subscription another instance created, changed or deleted.
+    async fn take_subscription(&self, id: &str) {
+        let Some(me) = self.me.upgrade() else { return };
+        let Ok(path) = ResourcePath::parse(&format!("{SUBSCRIPTIONS}/{id}")) else { return };
+        match self.storage.get(&path).await {
+            Ok(r) if r.type_name() == Some("EventDestination") => {
+                if let Err(e) = me.register(&path, r.value()).await {
+                    warn!(subscription = %id, error = %e, "announced subscription not loaded");
+                }
+            }
+            Ok(_) => {}
+            Err(_) => self.forget(id),
+        }
+    }
+
+    /// On becoming leader: reads what the previous leader left (entries, cursors) so delivery
+    /// resumes after the last event it confirmed; an event it sent but did not confirm is
+    /// sent again with the same EventId (at least once).
+    async fn follow_leadership(self: Arc<Self>) {
+        let mut rx = self.leader.clone();
+        let mut was = *rx.borrow_and_update();
+        loop {
+            tokio::select! {
+                _ = self.shutdown.cancelled() => return,
+                changed = rx.changed() => if changed.is_err() { return },
+            }
+            let now = *rx.borrow_and_update();
+            if now && !was {
+                info!("this instance now delivers events");
+                self.catch_up().await;
+                self.sync_subscriptions().await;
+                let subs: Vec<Arc<Subscription>> = self.subs.read().values().cloned().collect();
+                for sub in subs {
+                    if let Ok(Some(c)) = self.storage.kv_get(NS_CURSOR, &sub.id).await {
+                        let c = c.as_u64().unwrap_or(0);
+                        sub.cursor.store(c, Ordering::SeqCst);
+                        sub.late.lock().retain(|s| *s > c);
+                        let pending = self.log.read().values().filter(|e| e.first_seq > c && e.is_for(&sub.id)).count();
+                        sub.counters.pending.store(pending, Ordering::SeqCst);
+                    }
+                    sub.wake.notify_one();
+                }
+            } else if !now && was {
+                warn!("this instance no longer delivers events (leadership lost)");
+            }
+            was = now;
+        }
     }
 
     /// Sets a subscription's state (Suspend/Resume actions, SuspendRetries), in memory and on
@@ -578,11 +818,20 @@ impl EventService {
         sub.wake.notify_one();
         let state = if enabled { "Enabled" } else { "Suspended" };
         self.storage.patch(&sub.path, json!({"Status": {"State": state}}), None).await?;
+        self.announce(id).await;
         Ok(true)
     }
 
     /// The next log entry for `sub` after its cursor.
     fn next_for(&self, sub: &Subscription) -> Option<Arc<LogEntry>> {
+        loop {
+            let late = sub.late.lock().first().copied();
+            let Some(seq) = late else { break };
+            if let Some(e) = self.log.read().get(&seq).cloned() {
+                return Some(e);
+            }
+            sub.late.lock().remove(&seq);
+        }
         let cursor = sub.cursor.load(Ordering::SeqCst);
         self.log.read().range(cursor + 1..).map(|(_, e)| e).find(|e| e.is_for(&sub.id)).cloned()
     }
@@ -590,9 +839,17 @@ impl EventService {
     /// Delivers `sub`'s queue in order until it is cancelled.
     async fn worker(self: Arc<Self>, sub: Arc<Subscription>) {
         let mut enabled_rx = sub.enabled.subscribe();
+        let mut leader_rx = self.leader.clone();
         loop {
             if sub.cancel.is_cancelled() {
                 return;
+            }
+            if !*leader_rx.borrow_and_update() {
+                tokio::select! {
+                    _ = sub.cancel.cancelled() => return,
+                    changed = leader_rx.changed() => if changed.is_err() { return },
+                }
+                continue;
             }
             if !*enabled_rx.borrow_and_update() {
                 tokio::select! {
@@ -626,7 +883,10 @@ impl EventService {
             match result {
                 Ok(status) if (200..300).contains(&status) => {
                     sub.counters.delivered.fetch_add(1, Ordering::Relaxed);
-                    sub.counters.pending.fetch_sub(1, Ordering::SeqCst);
+                    let _ = sub.counters.pending.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |p| p.checked_sub(1));
+                    if sub.late.lock().remove(&entry.first_seq) {
+                        return true; // a late entry: the cursor is already past it
+                    }
                     sub.cursor.store(entry.last_seq(), Ordering::SeqCst);
                     if let Err(e) = self.storage.kv_put(NS_CURSOR, &sub.id, json!(entry.last_seq())).await {
                         warn!(subscription = %sub.id, error = %e, "cursor not stored");
@@ -671,7 +931,9 @@ impl EventService {
     /// Deletes a subscription whose retries ran out, and tells the other subscribers.
     async fn terminate(&self, sub: &Arc<Subscription>) {
         self.unregister(&sub.id).await;
-        match self.storage.delete(&sub.path, None).await {
+        let deleted = self.storage.delete(&sub.path, None).await;
+        self.announce(&sub.id).await;
+        match deleted {
             Ok(_) => {
                 let ev = NewEvent::resource(
                     "ResourceRemoved",
@@ -720,6 +982,9 @@ impl EventService {
             tokio::select! {
                 _ = self.shutdown.cancelled() => return,
                 _ = tokio::time::sleep(self.config.counters_interval) => {}
+            }
+            if !*self.leader.borrow() {
+                continue; // the leader's counters are the ones that count
             }
             let subs: Vec<Arc<Subscription>> = self.subs.read().values().cloned().collect();
             for sub in subs {

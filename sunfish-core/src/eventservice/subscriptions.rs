@@ -153,6 +153,7 @@ impl ObjectHandler for SubscriptionHooks {
     async fn after(&self, _core: &Core, op: &WriteOp, result: Option<&Resource>) -> Result<()> {
         if op.resource_type == "EventService" && op.path.as_str() == EVENT_SERVICE {
             self.service.reload_settings().await;
+            self.service.announce_settings().await;
             return Ok(());
         }
         if op.resource_type != "EventDestination" || !is_subscription(&op.path) {
@@ -172,8 +173,9 @@ impl ObjectHandler for SubscriptionHooks {
                 self.service.register(&op.path, r.value()).await?;
             }
             (_, Some(r)) => self.service.register(&op.path, r.value()).await?,
-            _ => {}
+            _ => return Ok(()),
         }
+        self.service.announce(&id).await;
         Ok(())
     }
 }

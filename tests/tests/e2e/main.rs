@@ -17,6 +17,7 @@ mod errors;
 mod etag;
 mod events;
 mod eventservice;
+mod ha;
 mod limits;
 mod migrate;
 mod path_escape;
