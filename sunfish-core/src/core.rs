@@ -16,6 +16,7 @@ use crate::eventservice::{
 };
 use crate::forward::NoForwarder;
 use crate::hardware::{HardwareChange, HardwareManager};
+use crate::metrics::{Metrics, StorageMetrics, TimedStorage};
 use crate::registry::{entries, lookup};
 use crate::resource::{check_immutable, collection_template, is_collection, type_name};
 use crate::schema::{SchemaSet, SchemaValidator};
@@ -52,6 +53,8 @@ struct Inner {
     aggregation: Option<Arc<Aggregator>>,
     /// The device behind an agent's tree (agent mode).
     hardware: Option<Arc<dyn HardwareManager>>,
+    /// This service's Prometheus metrics.
+    metrics: Metrics,
 }
 
 /// Which plugins to build, by name, with their options tables. The server fills this from
@@ -93,6 +96,8 @@ pub struct CoreBuilder {
     schemas: Option<Arc<SchemaSet>>,
     aggregation: Option<Arc<Aggregator>>,
     hardware: Option<Arc<dyn HardwareManager>>,
+    /// Timings of the wrapped backend, registered with the core's metrics at build.
+    storage_metrics: StorageMetrics,
 }
 
 impl CoreBuilder {
@@ -189,6 +194,13 @@ impl CoreBuilder {
 
     /// The finished core.
     pub fn build(self) -> Core {
+        let metrics = Metrics::new(&self.storage_metrics);
+        if let Some(e) = &self.events {
+            metrics.register(e.metrics().collectors());
+        }
+        if let Some(a) = &self.aggregation {
+            metrics.register(a.metrics().collectors());
+        }
         Core {
             inner: Arc::new(Inner {
                 storage: self.storage.clone(),
@@ -202,6 +214,7 @@ impl CoreBuilder {
                 schemas: self.schemas,
                 aggregation: self.aggregation,
                 hardware: self.hardware,
+                metrics,
             }),
         }
     }
@@ -217,9 +230,13 @@ fn into_object(v: Value) -> Result<Map<String, Value>> {
 
 impl Core {
     /// Starts a [`CoreBuilder`] over `storage`, with no handlers and the `none` forwarder.
+    /// The backend is wrapped in a [`TimedStorage`] so that every service built on the
+    /// builder's [`CoreBuilder::storage`] is timed in one place.
     pub fn builder(storage: Arc<dyn StorageBackend>) -> CoreBuilder {
+        let storage_metrics = StorageMetrics::default();
         CoreBuilder {
-            storage,
+            storage: Arc::new(TimedStorage::new(storage, storage_metrics.clone())),
+            storage_metrics,
             event_handlers: BTreeMap::new(),
             object_handlers: Vec::new(),
             forwarder: Arc::new(NoForwarder),
@@ -230,6 +247,11 @@ impl Core {
             aggregation: None,
             hardware: None,
         }
+    }
+
+    /// This service's Prometheus metrics (`/metrics`).
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
     }
 
     /// Builds every selected plugin through the link-time registries.

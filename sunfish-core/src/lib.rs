@@ -31,6 +31,7 @@ pub mod eventservice;
 pub mod forward;
 pub mod hardware;
 pub mod layout;
+pub mod metrics;
 pub mod migrate;
 pub mod object;
 pub mod outbound;

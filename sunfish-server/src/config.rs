@@ -37,6 +37,8 @@ pub struct ServerConfig {
     pub auth: AuthConfig,
     /// `[schema]`: the DMTF schema bundle.
     pub schema: SchemaConfig,
+    /// `[metrics]`: the Prometheus endpoint.
+    pub metrics: crate::metrics::MetricsConfig,
 }
 
 /// `[schema]`: see `conf/default.toml`.

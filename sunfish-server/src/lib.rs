@@ -14,6 +14,7 @@ pub mod config;
 pub mod error;
 pub mod listener;
 pub mod metadata;
+pub mod metrics;
 pub mod migrate;
 pub mod routes;
 pub mod seed;
@@ -44,6 +45,8 @@ pub struct AppState {
     pub query: sunfish_core::query::Budget,
     /// `[events]` settings used by the SSE endpoint.
     pub events: Arc<config::EventsConfig>,
+    /// `[metrics]`: whether and to whom `/metrics` is served.
+    pub metrics: Arc<metrics::MetricsConfig>,
     /// Cancelled when shutdown starts, so long-lived responses (SSE) end and graceful shutdown
     /// can complete.
     pub shutdown: tokio_util::sync::CancellationToken,
@@ -105,13 +108,19 @@ pub async fn build_with(
         events: Arc::new(config.events.clone()),
         query: config.query,
         auth: Arc::new(config.auth.clone()),
+        metrics: Arc::new(config.metrics.clone()),
         shutdown: Default::default(),
     })
 }
 
-/// The router: every path goes to one dispatcher.
+/// The router: `/metrics`, and every other path to one dispatcher; every request is counted
+/// ([`metrics::record`]).
 pub fn app(state: AppState) -> Router {
-    Router::new().fallback(routes::dispatch).with_state(state)
+    Router::new()
+        .route(metrics::METRICS_PATH, axum::routing::any(metrics::serve))
+        .fallback(routes::dispatch)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), metrics::record))
+        .with_state(state)
 }
 
 /// Serves `listener` until `shutdown` completes, lets in-flight requests finish, then closes

@@ -48,6 +48,17 @@ impl Aggregator {
     /// `Agent`: the agent refused (its status and message), could not be reached (502) or did
     /// not answer in time (504). Nothing is stored then.
     pub async fn forward(&self, core: &Core, op: &WriteOp) -> Result<Forwarded> {
+        let result = self.forward_to_owner(core, op).await;
+        match &result {
+            Ok(Forwarded::NotOwned) => {}
+            Ok(_) => self.metrics.forwarded(true),
+            Err(_) => self.metrics.forwarded(false),
+        }
+        result
+    }
+
+    /// [`Aggregator::forward`] without the counting.
+    async fn forward_to_owner(&self, core: &Core, op: &WriteOp) -> Result<Forwarded> {
         let Some(source) = owner_of(core, op).await else { return Ok(Forwarded::NotOwned) };
         let id = source.rsplit('/').next().unwrap_or_default();
         let Some(agent) = self.agent(id) else { return Ok(Forwarded::NotOwned) };

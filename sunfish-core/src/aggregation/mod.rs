@@ -37,6 +37,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::eventservice::NewEvent;
+use crate::metrics::AggregationMetrics;
 use crate::outbound::OutboundPolicy;
 use crate::resource::{collection_template, link, type_name};
 use crate::{
@@ -256,6 +257,8 @@ pub struct Aggregator {
     stop: CancellationToken,
     /// Whether this instance runs the liveness checks ([`StorageBackend::leadership`]).
     leader: tokio::sync::watch::Receiver<bool>,
+    /// Crawl durations and forwarding outcomes (`/metrics`).
+    metrics: AggregationMetrics,
 }
 
 impl Aggregator {
@@ -270,7 +273,20 @@ impl Aggregator {
             place: tokio::sync::Mutex::new(()),
             writes: AtomicU64::new(0),
             stop: CancellationToken::new(),
+            metrics: AggregationMetrics::default(),
         })
+    }
+
+    /// Crawl and forwarding metrics (registered with the core's metrics).
+    pub fn metrics(&self) -> &AggregationMetrics {
+        &self.metrics
+    }
+
+    /// How many registered agents are shown available and how many `UnavailableOffline`.
+    pub fn agent_states(&self) -> (usize, usize) {
+        let agents = self.agents.read();
+        let online = agents.values().filter(|a| a.online.load(Ordering::Relaxed)).count();
+        (online, agents.len() - online)
     }
 
     /// Loads the agent records and starts the liveness watch. Loaded agents count as seen now.

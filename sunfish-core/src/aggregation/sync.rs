@@ -7,15 +7,17 @@
 //! changed is written and announced.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use tokio::task::JoinSet;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use super::alias::{links, rewrite_links};
 use super::boundary::{self, BoundaryPort};
-use super::{managing_agent, mark_owned, source_path, Agent, Aggregator};
+use super::{managing_agent, mark_owned, now_ms, rfc3339, source_path, Agent, Aggregator};
 use crate::eventservice::NewEvent;
 use crate::resource::{collection_template, is_collection, link, type_name};
 use crate::{Core, Error, ResourcePath, Result};
@@ -53,21 +55,117 @@ fn same_fabric(a: &Value, b: &Value) -> bool {
     type_name(a) == Some("Fabric") && type_name(b) == Some("Fabric") && uuid(a).is_some() && uuid(a) == uuid(b)
 }
 
+/// How often a running crawl's progress is written to its AggregationSource and logged.
+const PROGRESS_EVERY: Duration = Duration::from_secs(1);
+
+/// One crawl's progress, shown on the agent's AggregationSource as
+/// `Oem.Sunfish_RM.Sync` = `{State: Running|Completed|Failed, ResourcesFetched, Errors,
+/// StartedAt, FinishedAt}`, so an operator (and the console's agents view) sees a long upload
+/// move and learns how the last one ended. Written straight to storage, like `LastSeen`:
+/// bookkeeping, not a change of the agent's inventory, so no ResourceChanged event.
+pub(super) struct SyncProgress {
+    agent: String,
+    root: String,
+    fetched: AtomicU64,
+    errors: AtomicU64,
+    started_ms: u64,
+    clock: Instant,
+    /// When progress was last written; `None` while a write is under way.
+    last: parking_lot::Mutex<Option<Instant>>,
+}
+
+impl SyncProgress {
+    /// Marks the crawl Running on the source.
+    async fn start(agg: &Aggregator, agent: &Agent, root: &str) -> Self {
+        let p = SyncProgress {
+            agent: agent.id(),
+            root: root.to_string(),
+            fetched: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            started_ms: now_ms(),
+            clock: Instant::now(),
+            last: parking_lot::Mutex::new(Some(Instant::now())),
+        };
+        info!(agent = %p.agent, root = %p.root, "crawl started");
+        p.store(agg, "Running", None).await;
+        p
+    }
+
+    /// Writes and logs the counts when [`PROGRESS_EVERY`] has passed since the last time.
+    async fn tick(&self, agg: &Aggregator) {
+        {
+            let mut last = self.last.lock();
+            match *last {
+                Some(t) if t.elapsed() >= PROGRESS_EVERY => *last = None,
+                _ => return,
+            }
+        }
+        info!(agent = %self.agent, root = %self.root, fetched = self.fetched.load(Ordering::Relaxed),
+              errors = self.errors.load(Ordering::Relaxed), "crawl in progress");
+        self.store(agg, "Running", None).await;
+        *self.last.lock() = Some(Instant::now());
+    }
+
+    /// Records the outcome, its duration as a metric, and logs it.
+    async fn finish(&self, agg: &Aggregator, result: &Result<()>) {
+        let took = self.clock.elapsed();
+        agg.metrics.crawl(took.as_secs_f64(), result.is_ok());
+        let (fetched, errors) = (self.fetched.load(Ordering::Relaxed), self.errors.load(Ordering::Relaxed));
+        match result {
+            Ok(()) => {
+                info!(agent = %self.agent, root = %self.root, fetched, errors, ms = took.as_millis() as u64, "crawl completed")
+            }
+            Err(e) => {
+                warn!(agent = %self.agent, root = %self.root, fetched, errors, ms = took.as_millis() as u64, error = %e, "crawl failed")
+            }
+        }
+        let state = if result.is_ok() { "Completed" } else { "Failed" };
+        self.store(agg, state, Some(now_ms())).await;
+    }
+
+    async fn store(&self, agg: &Aggregator, state: &str, finished: Option<u64>) {
+        let Ok(path) = ResourcePath::parse(&source_path(&self.agent)) else { return };
+        let sync = json!({
+            "State": state,
+            "ResourcesFetched": self.fetched.load(Ordering::Relaxed),
+            "Errors": self.errors.load(Ordering::Relaxed),
+            "StartedAt": rfc3339(self.started_ms),
+            "FinishedAt": finished.map(rfc3339),
+        });
+        let delta = json!({"Oem": {"Sunfish_RM": {"Sync": sync}}});
+        if let Err(e) = agg.storage.patch(&path, delta, None).await {
+            debug!(agent = %self.agent, error = %e, "sync progress not stored");
+        }
+    }
+}
+
 impl Aggregator {
     /// Crawls `root` on the agent and places the result, under the agent's sync lock.
+    /// Its progress is shown on the agent's AggregationSource as `Oem.Sunfish_RM.Sync`
+    /// ([`SyncProgress`]) and in the log, and its duration is a metric.
     pub(super) async fn sync_root(self: &Arc<Self>, core: &Core, agent: &Arc<Agent>, root: &str) -> Result<()> {
         let _g = agent.sync.lock().await;
         let host = agent.host();
         let since = self.writes.load(std::sync::atomic::Ordering::SeqCst);
-        let fetched = self.crawl(&host, root).await?;
-        self.place(core, agent, fetched, Some(root), since).await
+        let progress = SyncProgress::start(self, agent, root).await;
+        let result = match self.crawl(&host, root, Some(&progress)).await {
+            Ok(fetched) => self.place(core, agent, fetched, Some(root), since).await,
+            Err(e) => Err(e),
+        };
+        progress.finish(self, &result).await;
+        result
     }
 
     /// Fetches `root` and everything it links to (and their ancestors), agent URI → object.
     ///
     /// # Errors
     /// `Agent` when the root itself cannot be fetched.
-    pub(super) async fn crawl(self: &Arc<Self>, host: &str, root: &str) -> Result<BTreeMap<String, Value>> {
+    pub(super) async fn crawl(
+        self: &Arc<Self>,
+        host: &str,
+        root: &str,
+        progress: Option<&SyncProgress>,
+    ) -> Result<BTreeMap<String, Value>> {
         let root =
             ResourcePath::parse_link(root).map_err(|e| Error::property_value("OriginOfCondition", e.to_string()))?;
         let mut seen: HashSet<String> = HashSet::from([root.to_string()]);
@@ -101,9 +199,16 @@ impl Aggregator {
                 Ok(None) => continue,
                 Err(e) => {
                     debug!(uri = %uri, error = %e, "crawl: not fetched");
+                    if let Some(p) = progress {
+                        p.errors.fetch_add(1, Ordering::Relaxed);
+                    }
                     continue;
                 }
             };
+            if let Some(p) = progress {
+                p.fetched.fetch_add(1, Ordering::Relaxed);
+                p.tick(self).await;
+            }
             let path = ResourcePath::parse(&uri)?;
             let mut next: Vec<ResourcePath> = links(&obj).iter().filter_map(|l| followable(l)).collect();
             // Ancestors first: a child needs its parent (and the parent's type) placed.

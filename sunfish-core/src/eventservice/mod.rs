@@ -18,6 +18,7 @@
 pub mod filter;
 mod subscriptions;
 
+use crate::metrics::DeliveryMetrics;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
@@ -290,6 +291,8 @@ pub struct EventService {
     leader: watch::Receiver<bool>,
     /// This service, for tasks started from `&self` methods.
     me: Weak<EventService>,
+    /// Delivery outcomes, service-wide (`/metrics`).
+    metrics: DeliveryMetrics,
 }
 
 fn now_micros() -> u64 {
@@ -332,7 +335,18 @@ impl EventService {
             pending_secrets: Mutex::new(HashMap::new()),
             leader,
             me: me.clone(),
+            metrics: DeliveryMetrics::default(),
         })
+    }
+
+    /// Delivery outcome counters (registered with the core's metrics).
+    pub fn metrics(&self) -> &DeliveryMetrics {
+        &self.metrics
+    }
+
+    /// Events waiting for delivery, summed over subscriptions.
+    pub fn queued(&self) -> usize {
+        self.subs.read().values().map(|s| s.counters.pending.load(Ordering::Relaxed)).sum()
     }
 
     /// The configuration.
@@ -481,6 +495,7 @@ impl EventService {
             }
             if sub.counters.pending.load(Ordering::SeqCst) >= self.config.queue_limit {
                 sub.counters.dropped.fetch_add(idx.len() as u64, Ordering::Relaxed);
+                self.metrics.dropped(idx.len() as u64);
                 continue;
             }
             let events = if idx.len() == facts.len() {
@@ -883,6 +898,7 @@ impl EventService {
             match result {
                 Ok(status) if (200..300).contains(&status) => {
                     sub.counters.delivered.fetch_add(1, Ordering::Relaxed);
+                    self.metrics.delivered();
                     let _ = sub.counters.pending.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |p| p.checked_sub(1));
                     if sub.late.lock().remove(&entry.first_seq) {
                         return true; // a late entry: the cursor is already past it
@@ -897,17 +913,20 @@ impl EventService {
                 other => {
                     failures += 1;
                     sub.counters.retried.fetch_add(1, Ordering::Relaxed);
+                    self.metrics.failed();
                     let service = *self.settings.read();
                     debug!(subscription = %sub.id, attempt = failures, result = ?other, "delivery failed");
                     let exhausted = failures > service.retry_attempts;
                     let wait = match settings.policy {
                         RetryPolicy::TerminateAfterRetries if exhausted => {
                             warn!(subscription = %sub.id, "delivery retries exhausted; deleting subscription");
+                            self.metrics.given_up();
                             self.terminate(sub).await;
                             return false;
                         }
                         RetryPolicy::SuspendRetries if exhausted => {
                             warn!(subscription = %sub.id, "delivery retries exhausted; suspending subscription");
+                            self.metrics.given_up();
                             if let Err(e) = self.set_enabled(&sub.id, false).await {
                                 warn!(subscription = %sub.id, error = %e, "suspend not stored");
                             }

@@ -26,7 +26,7 @@ const PORT_TYPE: &str = "#Port.v1_10_0.Port";
 
 /// Memory backend, forwarder `agents`, 2 s per agent request, liveness far away (tests that
 /// are about liveness shorten it).
-fn agg_config() -> (ServerConfig, Option<TempDir>) {
+pub(crate) fn agg_config() -> (ServerConfig, Option<TempDir>) {
     let (mut cfg, dir) = config_for(Backend::Memory);
     cfg.aggregation.forwarder = "agents".into();
     cfg.aggregation.request_timeout_ms = 2_000;
@@ -80,7 +80,13 @@ async fn upload(agent: &StubAgent, root: &str) {
 
 /// Starts a synthetic agent (`fabric`, `switches`, `ports`), registers it as `cm`, uploads its
 /// fabric; returns it and its AggregationSource URI.
-async fn agent_with_fabric(s: &Client, cm: &str, fabric: &str, switches: usize, ports: usize) -> (StubAgent, String) {
+pub(crate) async fn agent_with_fabric(
+    s: &Client,
+    cm: &str,
+    fabric: &str,
+    switches: usize,
+    ports: usize,
+) -> (StubAgent, String) {
     let agent = StubAgent::synthetic(fabric, switches, ports).await;
     let src = register(s, &agent, cm).await;
     upload(&agent, &format!("/redfish/v1/Fabrics/{fabric}")).await;

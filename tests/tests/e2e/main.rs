@@ -19,6 +19,7 @@ mod events;
 mod eventservice;
 mod ha;
 mod limits;
+mod metrics;
 mod migrate;
 mod path_escape;
 mod postgres;
