@@ -39,6 +39,8 @@ pub struct ServerConfig {
     pub schema: SchemaConfig,
     /// `[metrics]`: the Prometheus endpoint.
     pub metrics: crate::metrics::MetricsConfig,
+    /// `[ui]`: the web console.
+    pub ui: crate::ui::UiConfig,
 }
 
 /// `[schema]`: see `conf/default.toml`.

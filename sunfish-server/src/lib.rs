@@ -21,6 +21,7 @@ pub mod seed;
 pub mod sse;
 pub mod tls;
 pub mod transport;
+pub mod ui;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -47,6 +48,8 @@ pub struct AppState {
     pub events: Arc<config::EventsConfig>,
     /// `[metrics]`: whether and to whom `/metrics` is served.
     pub metrics: Arc<metrics::MetricsConfig>,
+    /// `[ui]`: whether the web console is served.
+    pub ui: Arc<ui::UiConfig>,
     /// Cancelled when shutdown starts, so long-lived responses (SSE) end and graceful shutdown
     /// can complete.
     pub shutdown: tokio_util::sync::CancellationToken,
@@ -109,15 +112,17 @@ pub async fn build_with(
         query: config.query,
         auth: Arc::new(config.auth.clone()),
         metrics: Arc::new(config.metrics.clone()),
+        ui: Arc::new(config.ui.clone()),
         shutdown: Default::default(),
     })
 }
 
-/// The router: `/metrics`, and every other path to one dispatcher; every request is counted
-/// ([`metrics::record`]).
+/// The router: `/metrics`, the web console under `/ui` ([`ui`]), and every other path to one
+/// dispatcher; every request is counted ([`metrics::record`]).
 pub fn app(state: AppState) -> Router {
     Router::new()
         .route(metrics::METRICS_PATH, axum::routing::any(metrics::serve))
+        .merge(ui::routes())
         .fallback(routes::dispatch)
         .layer(axum::middleware::from_fn_with_state(state.clone(), metrics::record))
         .with_state(state)

@@ -338,11 +338,22 @@ pub async fn source_in_state(s: &Client, src: &str, state: &str, within: Duratio
 /// appliance-manager agent and waits until it shares the fabric. Returns both agents and their
 /// AggregationSources.
 pub async fn both_agents(s: &Client, t: &CxlTrees, fm_env: &[(&str, &str)]) -> [(Agent, String); 2] {
+    both_agents_with(s, t, fm_env, &[]).await
+}
+
+/// [`both_agents`], with `am_env` for the appliance-manager agent (registration credentials
+/// when the server has authentication on, say).
+pub async fn both_agents_with(
+    s: &Client,
+    t: &CxlTrees,
+    fm_env: &[(&str, &str)],
+    am_env: &[(&str, &str)],
+) -> [(Agent, String); 2] {
     let fm = Agent::start(&t.fm, &s.base, t.fm_name, fm_env).await;
     let src_fm = source_of(s, &fm).await;
     owned_by(s, &format!("{FABRIC}/Switches/CXL1"), &src_fm).await;
     owned_by(s, FABRIC, &src_fm).await;
-    let am = Agent::start(&t.am, &s.base, t.am_name, &[]).await;
+    let am = Agent::start(&t.am, &s.base, t.am_name, am_env).await;
     let src_am = source_of(s, &am).await;
     owned_by(s, &format!("{FABRIC}/Switches/CXL2"), &src_am).await;
     [(fm, src_fm), (am, src_am)]

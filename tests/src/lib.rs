@@ -79,6 +79,22 @@ impl Client {
         Client { base, http }
     }
 
+    /// A client for `base` that sends HTTP Basic credentials with every request.
+    pub fn with_basic(base: &str, user: &str, password: &str) -> Self {
+        use base64::Engine;
+        let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+        let mut headers = reqwest::header::HeaderMap::new();
+        let value = reqwest::header::HeaderValue::from_str(&format!("Basic {token}")).unwrap_or_else(|e| panic!("{e}"));
+        headers.insert(reqwest::header::AUTHORIZATION, value);
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(Duration::from_secs(30))
+            .default_headers(headers)
+            .build()
+            .unwrap_or_else(|e| panic!("{e}"));
+        Client { base: base.to_string(), http }
+    }
+
     /// Sends `method path` with an optional JSON body and extra headers.
     pub async fn send(&self, method: Method, path: &str, body: Option<&Value>, headers: &[(&str, &str)]) -> Reply {
         let mut req = self.http.request(method, format!("{}{}", self.base, path));

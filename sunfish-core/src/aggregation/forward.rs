@@ -41,6 +41,24 @@ fn strip_ours(v: &mut Value) {
     }
 }
 
+/// Our boundary redirections and bookkeeping stay on a resource as an agent answers it:
+/// `Oem.Sunfish_RM` as we keep it and, on a redirected boundary port, our `Links` (the agent
+/// still links its dummy peer; we link the real one). Without this a PATCH of a boundary port
+/// stored the agent's dummy links until its next crawl.
+fn keep_ours(current: &Value, v: &mut Value) {
+    let Value::Object(m) = v else { return };
+    if let Some(rm) = current.pointer("/Oem/Sunfish_RM") {
+        let oem = m.entry("Oem").or_insert_with(|| serde_json::json!({}));
+        if let Some(o) = oem.as_object_mut() {
+            o.insert("Sunfish_RM".into(), rm.clone());
+        }
+    }
+    if let Some(links) = current.get("Links").filter(|_| current.pointer("/Oem/Sunfish_RM/AgentPeerPortURI").is_some())
+    {
+        m.insert("Links".into(), links.clone());
+    }
+}
+
 impl Aggregator {
     /// Forwards `op` to the agent that owns its target, if any.
     ///
@@ -99,6 +117,17 @@ impl Aggregator {
                 }
             }
             mark_owned(&mut v, &source);
+            v
+        };
+        let before = match op.operation {
+            Operation::Patch | Operation::Replace => core.storage().get(&op.path).await.ok(),
+            _ => None,
+        };
+        let ours = |v: Value| {
+            let mut v = ours(v);
+            if let Some(current) = &before {
+                keep_ours(current.value(), &mut v);
+            }
             v
         };
         let stored = match op.operation {
@@ -165,21 +194,8 @@ impl Aggregator {
             if let (Some(Value::String(_)), Some(last)) = (m.get("Id"), path.last()) {
                 m.insert("Id".into(), Value::String(last.to_string()));
             }
-            // Our boundary redirections and bookkeeping stay.
-            if let Some(rm) = current.value().pointer("/Oem/Sunfish_RM") {
-                let oem = m.entry("Oem").or_insert_with(|| serde_json::json!({}));
-                if let Some(o) = oem.as_object_mut() {
-                    o.insert("Sunfish_RM".into(), rm.clone());
-                }
-            }
-            if let Some(links) = current
-                .value()
-                .get("Links")
-                .filter(|_| current.value().pointer("/Oem/Sunfish_RM/AgentPeerPortURI").is_some())
-            {
-                m.insert("Links".into(), links.clone());
-            }
         }
+        keep_ours(current.value(), &mut v);
         mark_owned(&mut v, &source);
         if v == *current.value() {
             return Ok(None);

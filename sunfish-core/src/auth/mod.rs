@@ -110,6 +110,11 @@ impl Privileges {
         self.0 & p.bit() != 0
     }
 
+    /// The names of the privileges in the set, in schema order (what a console shows).
+    pub fn names(self) -> Vec<&'static str> {
+        Privilege::ALL.into_iter().filter(|p| self.has(*p)).map(Privilege::name).collect()
+    }
+
     /// From `AssignedPrivileges` names (unknown names are ignored).
     pub fn from_names<'a>(names: impl IntoIterator<Item = &'a str>) -> Self {
         Privileges(names.into_iter().filter_map(Privilege::parse).fold(0, |acc, p| acc | p.bit()))
@@ -801,6 +806,13 @@ fn parse_hex32(s: &str) -> Option<[u8; 32]> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn privilege_names_round_trip_in_schema_order() {
+        let set = Privileges::from_names(["ConfigureSelf", "Login", "NoSuchPrivilege"]);
+        assert_eq!(set.names(), ["Login", "ConfigureSelf"]);
+        assert!(Privileges::default().names().is_empty());
+    }
 
     /// The privilege map: public reads, sessions, accounts, services, components.
     #[test]

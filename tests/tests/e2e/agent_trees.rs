@@ -44,6 +44,20 @@ async fn our_trees_share_one_fabric_and_forward_connections() {
     assert_eq!(s.get(&uri).await.status, 404, "the server still has {uri}");
     assert!(!assert_collection_consistent(&s, CONNECTIONS).await.contains(&uri));
     assert_merged_fabric(&s, &t, &src_fm, &src_am, &src_fm, &src_am).await;
+
+    // A PATCH of a boundary port goes to its agent, which answers with its dummy peer; the
+    // answer and the stored port keep the real peer (found by the console's fabric picture).
+    let port = format!("{FABRIC}/Switches/CXL2/Ports/F1");
+    let r = s.patch(&port, &json!({"Name": "uplink"})).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let real = json!([{"@odata.id": format!("{FABRIC}/Switches/CXL1/Ports/F1")}]);
+    assert_eq!(r.body["Links"]["ConnectedSwitchPorts"], real, "{}", r.body);
+    assert!(r.body["Oem"]["Sunfish_RM"]["AgentPeerPortURI"].is_string(), "{}", r.body);
+    let stored = get_ok(&s, &port).await;
+    assert_eq!(stored["Name"], "uplink");
+    assert_eq!(stored["Links"]["ConnectedSwitchPorts"], real, "{stored}");
+    assert_eq!(get_ok(&am, &port).await["Name"], "uplink", "the agent applied it");
+    assert_merged_fabric(&s, &t, &src_fm, &src_am, &src_fm, &src_am).await;
 }
 
 /// The agent accepts the reference server's forwarded forms as well as ours: `//redfish/v1/...`

@@ -7,7 +7,6 @@
 use std::path::Path;
 use std::time::Duration;
 
-use base64::Engine as _;
 use serde_json::json;
 use sunfish_tests::fleet::{get_ok, memory_server, owned_by, source_of, Agent, CxlTrees, Server, FABRIC};
 use sunfish_tests::{free_port, Client, Reply};
@@ -20,17 +19,7 @@ const VIEWER: (&str, &str) = ("viewer", "viewer-password");
 
 /// A client that sends Basic credentials on every request.
 fn as_user(base: &str, (user, password): (&str, &str)) -> Client {
-    let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
-    let mut headers = reqwest::header::HeaderMap::new();
-    let value = reqwest::header::HeaderValue::from_str(&format!("Basic {token}")).unwrap_or_else(|e| panic!("{e}"));
-    headers.insert(reqwest::header::AUTHORIZATION, value);
-    let http = reqwest::Client::builder()
-        .no_proxy()
-        .timeout(Duration::from_secs(30))
-        .default_headers(headers)
-        .build()
-        .unwrap_or_else(|e| panic!("{e}"));
-    Client { base: base.to_string(), http }
+    Client::with_basic(base, user, password)
 }
 
 /// An upstream with authentication on and two more accounts: an Operator (the agents'

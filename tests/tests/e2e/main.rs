@@ -9,6 +9,7 @@ mod central_config;
 mod cli;
 mod concurrency;
 mod config_files;
+mod console;
 mod crash;
 mod create;
 mod delete;
