@@ -361,9 +361,15 @@ impl Aggregator {
             removed = before.iter().filter(|p| !reached.contains(*p) && !elsewhere.contains(p)).cloned().collect();
         }
 
-        // Boundary ports of this agent, as now staged.
-        let mut ports: Vec<BoundaryPort> =
-            rec.ports.iter().filter(|p| !reached.contains(&p.path) && !removed.contains(&p.path)).cloned().collect();
+        // Boundary ports of this agent, as now staged. A port reached but not staged (a write
+        // forwarded since this read began: the agent's answer stands) keeps its entry; dropping
+        // it unlinked its peer until the next crawl.
+        let mut ports: Vec<BoundaryPort> = rec
+            .ports
+            .iter()
+            .filter(|p| (!reached.contains(&p.path) || !staged.contains_key(&p.path)) && !removed.contains(&p.path))
+            .cloned()
+            .collect();
         for p in &reached {
             if let Some(port) = staged.get(p).and_then(|v| boundary::track(p, &rec.id, v)) {
                 ports.push(port);

@@ -715,6 +715,45 @@ async fn boundary_ports_are_linked_across_agents() {
     s.stop().await;
 }
 
+/// A write forwarded to a boundary port while the server is still reading that port for an
+/// earlier `ResourceChanged` (the older read is set aside: the agent's answer to the write
+/// stands) leaves both ports linked; the port used to drop out of the matching, which
+/// restored its peer's placeholder links until the next crawl.
+#[tokio::test]
+async fn a_write_during_a_refresh_keeps_boundary_ports_linked() {
+    let s = start().await;
+    let f = "/redfish/v1/Fabrics/CXL";
+    let (a, b) = boundary_agents().await;
+    register(&s, &a, "A").await;
+    upload(&a, f).await;
+    register(&s, &b, "B").await;
+    upload(&b, f).await;
+    let sa = format!("{f}/Switches/SA/Ports/F1");
+    let sb = format!("{f}/Switches/SB/Ports/F1");
+    let linked = json!([link(&sb)]);
+    assert_eq!(get_ok(&s, &sa).await["Links"]["ConnectedSwitchPorts"], linked);
+
+    // B's reads take 800 ms; its ResourceChanged for SB/F1 is answered once the read is done.
+    b.set_behaviour(Method::GET, Behaviour::Delay(Duration::from_millis(800)));
+    let refresh = b.send_event(&s.base, "ResourceEvent.1.0.ResourceChanged", &sb);
+    let write = async {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        s.patch(&sb, &json!({"Name": "written during the refresh"})).await
+    };
+    let ((status, body), r) = tokio::join!(refresh, write);
+    assert!((200..300).contains(&status), "{status} {body}");
+    assert_eq!(r.status, 200, "{}", r.body);
+    b.reset_behaviours();
+
+    let now = get_ok(&s, &sb).await;
+    assert_eq!(now["Name"], "written during the refresh", "{now}");
+    assert_eq!(now["Links"]["ConnectedSwitchPorts"], json!([link(&sa)]), "{now}");
+    let peer = get_ok(&s, &sa).await;
+    assert_eq!(peer["Links"]["ConnectedSwitchPorts"], linked, "the peer lost its link: {peer}");
+    assert_eq!(peer["Oem"]["Sunfish_RM"]["AgentPeerPortURI"], format!("{f}/Switches/DummySB/Ports/F1"), "{peer}");
+    s.stop().await;
+}
+
 /// A re-upload replaces what changed on the agent and deletes what the agent no longer has
 /// (with everything below it), leaving the collections consistent.
 #[tokio::test]
