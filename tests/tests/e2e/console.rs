@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use fantoccini::{Client as Browser, ClientBuilder, Locator};
 use serde_json::{json, Value};
-use sunfish_tests::fleet::{both_agents_with, get_ok, memory_server, CxlTrees, Server, FABRIC};
+use sunfish_tests::fleet::{both_agents_with, get_ok, memory_server, CxlTrees, Server, CONNECTIONS, FABRIC};
 use sunfish_tests::{eventually, free_port, workspace_root, Client};
 
 use crate::receiver::{subscribe, Mode, Receiver};
@@ -256,6 +256,9 @@ async fn console_in_a_browser_against_two_agents() {
     let creds =
         [("SUNFISH_AGENT__AGENT__UPSTREAM_USER", OPERATOR.0), ("SUNFISH_AGENT__AGENT__UPSTREAM_PASSWORD", OPERATOR.1)];
     let [(_fm, _), (am, _)] = both_agents_with(&admin, &t, &creds, &creds).await;
+    // A Connection, so the fabric picture has one to draw.
+    let r = admin.post(CONNECTIONS, &t.connection("console connection")).await;
+    assert_eq!(r.status, 201, "{}", r.body);
     // A subscription, so the events view has delivery counters to show.
     let receiver = Receiver::start(Mode::Ok).await;
     let (_, sub_id) = subscribe(&admin, &receiver.url("/console"), json!({"Context": "console"})).await;
@@ -294,6 +297,7 @@ async fn walk_through(page: &Page, admin: &Client, am: &Client, sub_id: &str, re
     page.wait_for("CXL1 linked to CXL2", isl, 4).await;
     assert_eq!(page.count("svg#fabric-graph g.switch").await, 2);
     assert!(page.count("svg#fabric-graph g.endpoint").await >= 2, "endpoints are drawn");
+    page.wait_for("the Connection between its endpoints", "svg#fabric-graph path.connection", 1).await;
     assert!(page.text("#fabric-links").await.contains("CXL1 F1 ⟷ CXL2 F1"));
     page.shot("04-fabric").await;
 
