@@ -210,6 +210,38 @@ pub fn remove_links(value: &mut Value, gone: &ResourcePath) -> bool {
     walk(value, &points_at_gone, true)
 }
 
+/// Whether [`remove_links`] would find a link to `gone` (or below it) in `value`, without
+/// copying or changing it: a delete asks this of every stored resource and copies only those
+/// that answer yes (copying them all made a delete cost the size of the whole store).
+pub fn has_links(value: &Value, gone: &ResourcePath) -> bool {
+    let points_at_gone = |v: &Value| -> bool {
+        let target = match v {
+            Value::String(s) => Some(s.as_str()),
+            Value::Object(o) if o.len() == 1 => o.get("@odata.id").and_then(Value::as_str),
+            _ => None,
+        };
+        target.and_then(|t| ResourcePath::parse_link(t).ok()).is_some_and(|p| p.is_within(gone))
+    };
+    // Mirrors `remove_links`' walk: the same nodes, the same predicate.
+    fn walk(v: &Value, f: &dyn Fn(&Value) -> bool, top: bool) -> bool {
+        match v {
+            Value::Object(map) => map.iter().any(|(k, child)| {
+                if top && k == "@odata.id" {
+                    return false;
+                }
+                match child {
+                    Value::Array(items) => items.iter().any(|i| f(i) || walk(i, f, false)),
+                    Value::Object(_) => f(child) || walk(child, f, false),
+                    _ => false,
+                }
+            }),
+            Value::Array(items) => items.iter().any(|i| walk(i, f, false)),
+            _ => false,
+        }
+    }
+    walk(value, &points_at_gone, true)
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;
@@ -250,7 +282,23 @@ mod tests {
             "Other": {"Sys": {"@odata.id": "/redfish/v1/Systems/1"}},
             "Thermal": [{"@odata.id": "/redfish/v1/Systems/1/Thermal#/Fans/0"}]
         });
+        assert!(has_links(&v, &gone));
         assert!(remove_links(&mut v, &gone));
+        assert!(!has_links(&v, &gone), "what remove_links leaves has none");
+        assert!(!remove_links(&mut v.clone(), &gone));
+        // Each kind of link alone is found, and the resource's own @odata.id is not a link.
+        for one in [
+            json!({"A": [{"@odata.id": "/redfish/v1/Systems/1"}]}),
+            json!({"A": ["/redfish/v1/Systems/1/x"]}),
+            json!({"A": {"B": {"@odata.id": "/redfish/v1/Systems/1"}}}),
+            json!({"A": [{"B": [{"@odata.id": "/redfish/v1/Systems/1"}]}]}),
+        ] {
+            assert!(has_links(&one, &gone), "{one}");
+            assert!(remove_links(&mut one.clone(), &gone), "{one}");
+        }
+        let own = json!({"@odata.id": "/redfish/v1/Systems/1", "Id": "1"});
+        assert!(!has_links(&own, &gone));
+        assert!(!remove_links(&mut own.clone(), &gone));
         assert_eq!(
             v,
             json!({

@@ -9,7 +9,7 @@ use std::ops::Bound;
 
 use serde_json::Value;
 
-use crate::resource::{link, merge_patch, remove_links};
+use crate::resource::{has_links, link, merge_patch, remove_links};
 use crate::{Error, Operation, Resource, ResourcePath, Result};
 
 /// One effect of a mutation, for persistence.
@@ -17,6 +17,11 @@ use crate::{Error, Operation, Resource, ResourcePath, Result};
 pub enum Change {
     /// The resource at this path now has this content.
     Put(ResourcePath, Resource),
+    /// The collection at the first path gained one member, the second path: its content is
+    /// the previous one with one more `Members` link at the end and `Members@odata.count`
+    /// updated. A persistent backend can log this instead of the whole collection, whose size
+    /// grows with every create; the full content is the tree's current one.
+    Append(ResourcePath, ResourcePath),
     /// Nothing is stored at this path any more.
     Remove(ResourcePath),
     /// The private record `ns/key` now holds this value.
@@ -29,6 +34,14 @@ pub enum Change {
 #[derive(Debug)]
 enum UndoEntry {
     Resource(ResourcePath, Option<Resource>),
+    /// A create appended a member to this collection, which had this revision and this
+    /// `Members@odata.count`: undone by dropping the last member (recording the whole previous
+    /// collection would cost a copy of it per create).
+    Append {
+        collection: ResourcePath,
+        revision: u64,
+        count: Option<Value>,
+    },
     Kv((String, String), Option<Value>),
 }
 
@@ -74,6 +87,20 @@ impl ResourceTree {
                 }
                 UndoEntry::Resource(p, None) => {
                     self.resources.remove(&p);
+                }
+                UndoEntry::Append { collection, revision, count } => {
+                    let Some(res) = self.resources.remove(&collection) else { continue };
+                    let mut value = res.into_value();
+                    if let Some(obj) = value.as_object_mut() {
+                        if let Some(Value::Array(list)) = obj.get_mut("Members") {
+                            list.pop();
+                        }
+                        match count {
+                            Some(c) => obj.insert("Members@odata.count".into(), c),
+                            None => obj.remove("Members@odata.count"),
+                        };
+                    }
+                    self.resources.insert(collection, Resource::new(value, revision));
                 }
                 UndoEntry::Kv(k, Some(v)) => {
                     self.kv.insert(k, v);
@@ -168,9 +195,16 @@ impl ResourceTree {
             return Err(Error::AlreadyExists { path: member_path.to_string() });
         }
         let mut changes = Vec::new();
+        // Set when the member is appended to an existing `Members` array: the previous
+        // revision and count, which are all a rollback needs.
+        let mut appended = None;
         let mut coll_value = match self.resources.get(collection) {
-            // Outside a transaction nobody needs the old collection back: move it out instead of
-            // copying its whole Members list (the cost of a create grew with the collection).
+            // The collection is moved out of the map, not copied (the cost of a create grew with
+            // the collection): a rollback drops the appended member again.
+            Some(c) if c.is_collection() && c.value().get("Members").is_some_and(Value::is_array) => {
+                appended = Some((c.revision(), c.value().get("Members@odata.count").cloned()));
+                self.resources.remove(collection).map(Resource::into_value).unwrap_or_default()
+            }
             Some(c) if c.is_collection() && self.undo.is_none() => {
                 self.resources.remove(collection).map(Resource::into_value).unwrap_or_default()
             }
@@ -211,8 +245,20 @@ impl ResourceTree {
                 obj.insert("Members@odata.count".into(), Value::from(n));
             }
         }
-        let stored = self.put(member_path, member, &mut changes);
-        self.put(collection.clone(), coll_value, &mut changes);
+        let stored = self.put(member_path.clone(), member, &mut changes);
+        match appended {
+            Some((revision, count)) => {
+                let res = Resource::new(coll_value, self.bump());
+                self.resources.insert(collection.clone(), res);
+                if let Some(undo) = self.undo.as_mut() {
+                    undo.push(UndoEntry::Append { collection: collection.clone(), revision, count });
+                }
+                changes.push(Change::Append(collection.clone(), member_path));
+            }
+            None => {
+                self.put(collection.clone(), coll_value, &mut changes);
+            }
+        }
         Ok((stored, changes))
     }
 
@@ -286,6 +332,9 @@ impl ResourceTree {
         // also drops the collection member entry or the navigation property.
         let mut touched = Vec::new();
         for (p, res) in &self.resources {
+            if !has_links(res.value(), path) {
+                continue;
+            }
             let mut v = res.value().clone();
             if remove_links(&mut v, path) {
                 touched.push((p.clone(), v));
@@ -321,6 +370,48 @@ impl ResourceTree {
             self.put(p, v, &mut changes);
         }
         changes
+    }
+
+    /// Sets (`Some`) or removes (`None`) the resource at `path` alone, with a new revision and
+    /// no change set: replaying a persistent backend's log of changes ([`Change::Put`],
+    /// [`Change::Remove`]) onto the tree it loaded.
+    pub fn restore(&mut self, path: ResourcePath, value: Option<Value>) {
+        match value {
+            Some(v) => {
+                let res = Resource::new(v, self.bump());
+                self.resources.insert(path, res);
+            }
+            None => {
+                self.resources.remove(&path);
+            }
+        }
+    }
+
+    /// Replays a [`Change::Append`]: lists `member` at the end of the collection's `Members`
+    /// unless it is listed already (so a replay over files that have it already changes
+    /// nothing), and sets the count. Returns whether anything changed; a missing collection
+    /// changes nothing.
+    pub fn restore_append(&mut self, collection: &ResourcePath, member: &ResourcePath) -> bool {
+        let Some(res) = self.resources.get(collection) else { return false };
+        let listed = |m: &Value| m.get("@odata.id").and_then(Value::as_str) == Some(member.as_str());
+        if res.value().get("Members").and_then(Value::as_array).is_some_and(|l| l.iter().any(listed)) {
+            return false;
+        }
+        let mut value = self.resources.remove(collection).map(Resource::into_value).unwrap_or_default();
+        if let Some(obj) = value.as_object_mut() {
+            let members = obj.entry("Members").or_insert_with(|| Value::Array(Vec::new()));
+            if !members.is_array() {
+                *members = Value::Array(Vec::new());
+            }
+            if let Value::Array(list) = members {
+                list.push(link(member.as_str()));
+                let n = list.len();
+                obj.insert("Members@odata.count".into(), Value::from(n));
+            }
+        }
+        let res = Resource::new(value, self.bump());
+        self.resources.insert(collection.clone(), res);
+        true
     }
 
     /// A private record.
@@ -411,5 +502,48 @@ mod tests {
             t.paths().iter().map(|q| (q.clone(), t.get(q).unwrap().value().clone())).collect();
         assert_eq!(before, after);
         assert_eq!(t.kv_get("ns", "k"), Some(json!(1)));
+    }
+
+    /// A create into an existing collection is reported as an append (not the whole
+    /// collection), also inside a transaction; rolling it back restores the collection's
+    /// content and revision; replaying the append is idempotent.
+    #[test]
+    fn creates_append_and_roll_back() {
+        let mut t = ResourceTree::new(1);
+        t.import(vec![
+            (p("/redfish/v1"), json!({"@odata.id": "/redfish/v1"})),
+            (
+                p("/redfish/v1/S"),
+                json!({"@odata.id": "/redfish/v1/S", "@odata.type": "#XCollection.XCollection", "Members": []}),
+            ),
+        ]);
+        let before = t.get(&p("/redfish/v1/S")).unwrap();
+        let member = json!({"@odata.id": "/redfish/v1/S/a", "@odata.type": "#X.v1_0_0.X"});
+        t.begin();
+        let (_, changes) = t.create(&p("/redfish/v1/S"), member.clone(), None).unwrap();
+        assert!(matches!(&changes[..], [Change::Put(m, _), Change::Append(c, a)]
+            if m.as_str() == "/redfish/v1/S/a" && c.as_str() == "/redfish/v1/S" && a == m));
+        assert_eq!(t.get(&p("/redfish/v1/S")).unwrap().value()["Members@odata.count"], 1);
+        t.rollback();
+        let after = t.get(&p("/redfish/v1/S")).unwrap();
+        assert_eq!(after.value(), before.value(), "no count was there before, none after");
+        assert_eq!(after.revision(), before.revision());
+        assert!(t.get(&p("/redfish/v1/S/a")).is_err());
+
+        t.begin();
+        t.create(&p("/redfish/v1/S"), member, None).unwrap();
+        t.commit();
+        let created = t.get(&p("/redfish/v1/S")).unwrap().value().clone();
+        assert!(!t.restore_append(&p("/redfish/v1/S"), &p("/redfish/v1/S/a")), "listed already");
+        assert!(t.restore_append(&p("/redfish/v1/S"), &p("/redfish/v1/S/b")));
+        let v = t.get(&p("/redfish/v1/S")).unwrap().value().clone();
+        assert_eq!(v["Members"], json!([{"@odata.id": "/redfish/v1/S/a"}, {"@odata.id": "/redfish/v1/S/b"}]));
+        assert_eq!(v["Members@odata.count"], 2);
+        assert_eq!(created["Members@odata.count"], 1);
+        assert!(!t.restore_append(&p("/redfish/v1/Nope"), &p("/redfish/v1/Nope/x")));
+        t.restore(p("/redfish/v1/S/b"), Some(json!({"Id": "b"})));
+        assert_eq!(t.get(&p("/redfish/v1/S/b")).unwrap().value()["Id"], "b");
+        t.restore(p("/redfish/v1/S/b"), None);
+        assert!(t.get(&p("/redfish/v1/S/b")).is_err());
     }
 }

@@ -25,8 +25,10 @@ use crate::journal::{Op, Target};
 /// The backend's private folder below the root. Resource path segments never start with a dot,
 /// so no resource can collide with it.
 pub(crate) const PRIVATE_DIR: &str = ".sunfish";
-/// The write-ahead journal's file name inside [`PRIVATE_DIR`].
+/// The journal of earlier versions, inside [`PRIVATE_DIR`] (read at open only).
 pub(crate) const JOURNAL_FILE: &str = "journal.json";
+/// The write-ahead log's file name inside [`PRIVATE_DIR`].
+pub(crate) const LOG_FILE: &str = "wal.jsonl";
 /// The private records' folder inside [`PRIVATE_DIR`]: `kv/<ns>/<key>.json`.
 pub(crate) const KV_DIR: &str = "kv";
 /// The file holding a resource inside its folder.
@@ -52,12 +54,16 @@ pub(crate) struct Disk {
     /// Whether the private folder is known to exist (it is made on the first write, so that
     /// merely serving a reference tree adds nothing to it).
     private_ready: bool,
+    /// The write-ahead log, opened for appending on the first write.
+    log: Option<File>,
+    /// The log's length in bytes.
+    log_len: u64,
 }
 
 impl Disk {
     /// File operations below `root`, which must already be canonical.
     pub(crate) fn new(root: PathBuf, fsync: bool) -> Self {
-        Disk { root, fsync, tmp_seq: 0, private_ready: false }
+        Disk { root, fsync, tmp_seq: 0, private_ready: false, log: None, log_len: 0 }
     }
 
     /// The canonical root.
@@ -73,6 +79,11 @@ impl Disk {
     /// `<root>/.sunfish/journal.json`.
     pub(crate) fn journal_path(&self) -> PathBuf {
         self.private_dir().join(JOURNAL_FILE)
+    }
+
+    /// `<root>/.sunfish/wal.jsonl`.
+    pub(crate) fn log_path(&self) -> PathBuf {
+        self.private_dir().join(LOG_FILE)
     }
 
     /// `<root>/.sunfish/kv`.
@@ -104,13 +115,21 @@ impl Disk {
     /// # Errors
     /// An explanation of the refusal, or the `lstat` failure.
     pub(crate) fn check(&self, op: &Op) -> io::Result<()> {
-        let (dir, name) = self.location(&op.target);
-        match (&op.target, &op.content) {
-            (Target::Resource(path), None) if path.is_root() => {
+        self.check_target(&op.target, op.content.is_none())
+    }
+
+    /// [`Disk::check`] for a target that is written, or removed when `removal`.
+    ///
+    /// # Errors
+    /// As there.
+    pub(crate) fn check_target(&self, target: &Target, removal: bool) -> io::Result<()> {
+        let (dir, name) = self.location(target);
+        match (target, removal) {
+            (Target::Resource(path), true) if path.is_root() => {
                 Err(io::Error::other("refusing to remove the service root"))
             }
-            (_, None) => self.removal_dir(&op.target).map(|_| ()),
-            (_, Some(_)) => {
+            (_, true) => self.removal_dir(target).map(|_| ()),
+            (_, false) => {
                 let file = dir.join(&name);
                 // Found here, before journaling, a name the file system refuses fails only its
                 // request; found when applying, it would fail every replay.
@@ -194,33 +213,116 @@ impl Disk {
         .map_err(|e| io::Error::new(e.kind(), format!("{}/{name}: {e}", dir.display())))
     }
 
-    /// Writes the journal durably: temp file, fsync, rename, fsync of the folder. Once this
-    /// returns, the change sets in it survive a crash.
+    /// Appends `bytes` (whole log lines) to the write-ahead log and makes them durable
+    /// (`fdatasync`). Once this returns, the lines survive a crash. The first call creates the
+    /// private folder and the log and makes their entries durable too.
     ///
     /// # Errors
-    /// Any I/O failure; the previous journal, if any, is then still in place.
-    pub(crate) fn write_journal(&mut self, bytes: &[u8]) -> io::Result<()> {
-        let dir = self.private_dir();
-        if !self.private_ready {
-            if let Some(reason) = self.blocked(&dir)? {
-                return Err(io::Error::other(reason));
+    /// Any I/O failure: the lines may then be partly written, which a later read treats as a
+    /// torn tail; the caller must not acknowledge them, and the log is reopened by the next call.
+    pub(crate) fn append_log(&mut self, bytes: &[u8]) -> io::Result<()> {
+        if self.log.is_none() {
+            let dir = self.private_dir();
+            if !self.private_ready {
+                if let Some(reason) = self.blocked(&dir)? {
+                    return Err(io::Error::other(reason));
+                }
+                fs::create_dir_all(&dir)?;
+                // The folder's own entry in the root must be durable before the log in it is.
+                self.sync_dir(&self.root)?;
+                self.private_ready = true;
             }
-            fs::create_dir_all(&dir)?;
-            // The folder's own entry in the root must be durable before the journal in it is.
-            self.sync_dir(&self.root)?;
-            self.private_ready = true;
+            let path = self.log_path();
+            if fs::symlink_metadata(&path).is_ok_and(|m| !m.is_file()) {
+                return Err(io::Error::other(format!("{} is not a regular file", path.display())));
+            }
+            let file = OpenOptions::new().append(true).create(true).open(&path)?;
+            self.log_len = file.metadata()?.len();
+            self.sync_dir(&dir)?;
+            self.log = Some(file);
         }
-        self.write_atomic(&dir, JOURNAL_FILE, bytes, self.fsync)?;
-        self.sync_dir(&dir)
+        let Some(file) = self.log.as_mut() else { return Err(io::Error::other("no log")) };
+        let written = file.write_all(bytes).and_then(|()| if self.fsync { file.sync_data() } else { Ok(()) });
+        match written {
+            Ok(()) => {
+                self.log_len += bytes.len() as u64;
+                Ok(())
+            }
+            Err(e) => {
+                // Cut what may have been half-written, so later lines do not follow a torn one.
+                let len = self.log_len;
+                if let Some(file) = self.log.take() {
+                    let _ = file.set_len(len);
+                }
+                Err(e)
+            }
+        }
     }
 
-    /// Deletes the journal once everything in it is applied and durable. A journal that
-    /// survives here is harmless: it holds final contents, so replaying it changes nothing.
+    /// The write-ahead log's length in bytes (as far as this process wrote it).
+    pub(crate) fn log_len(&self) -> u64 {
+        self.log_len
+    }
+
+    /// Empties the write-ahead log once everything in it is in the files and durable.
+    ///
+    /// # Errors
+    /// The truncation's failure; the log then keeps lines whose replay changes nothing.
+    pub(crate) fn reset_log(&mut self) -> io::Result<()> {
+        if let Some(file) = self.log.as_mut() {
+            file.set_len(0)?;
+            if self.fsync {
+                file.sync_data()?;
+            }
+        } else {
+            match fs::OpenOptions::new().write(true).open(self.log_path()) {
+                Ok(file) => {
+                    file.set_len(0)?;
+                    if self.fsync {
+                        file.sync_data()?;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+        self.log_len = 0;
+        Ok(())
+    }
+
+    /// The write-ahead log's bytes, `None` when there is none.
+    ///
+    /// # Errors
+    /// The log is not a regular file, or cannot be read.
+    pub(crate) fn read_log(&self) -> io::Result<Option<Vec<u8>>> {
+        let path = self.log_path();
+        match fs::symlink_metadata(&path) {
+            Ok(m) if m.is_file() => fs::read(&path).map(Some),
+            Ok(_) => Err(io::Error::other(format!("{} is not a regular file", path.display()))),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Deletes the journal of an earlier version once it is applied and durable.
     ///
     /// # Errors
     /// I/O failures other than the journal being gone already.
     pub(crate) fn remove_journal(&self) -> io::Result<()> {
         match fs::remove_file(self.journal_path()) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    /// Deletes the (empty) log at close, so a closed store holds only its files.
+    ///
+    /// # Errors
+    /// I/O failures other than the log being gone already.
+    pub(crate) fn remove_log(&mut self) -> io::Result<()> {
+        self.log = None;
+        self.log_len = 0;
+        match fs::remove_file(self.log_path()) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
             _ => Ok(()),
         }

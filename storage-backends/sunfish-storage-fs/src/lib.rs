@@ -8,7 +8,7 @@
 //! <root>/Systems/index.json                  /redfish/v1/Systems
 //! <root>/Systems/1/index.json                /redfish/v1/Systems/1
 //! <root>/.sunfish/kv/<ns>/<key>.json         private records (kv_*), never resources
-//! <root>/.sunfish/journal.json               write-ahead journal, present only mid-commit
+//! <root>/.sunfish/wal.jsonl                  write-ahead log since the last checkpoint
 //! ```
 //! Resource files are pretty JSON with 4-space indentation, keys in stored order. A reference
 //! tree is served as it is: opening writes nothing (unless it must finish a commit a crash
@@ -16,12 +16,13 @@
 //!
 //! Code map:
 //! - [`FsBackend`] (this file): the [`ResourceTree`] in memory behind one lock; every read is
-//!   answered from memory; every mutation changes memory, queues its change set to the writer
-//!   while still holding the lock (so the disk sees changes in memory order), then waits for
-//!   the writer's acknowledgement, which comes once the change is durable.
-//! - `writer`: the writer thread, group commit through the journal.
-//! - `journal`: the journal format; `disk`: file operations and the symlink checks that keep
-//!   every write below the root; `load`: journal replay and loading at open.
+//!   answered from memory; every mutation changes memory, queues its log entries to the writer
+//!   while still holding the lock (so the log sees changes in memory order), then waits for
+//!   the writer's acknowledgement, which comes once the change is durable in the log.
+//! - `writer`: the writer thread: group commit through the write-ahead log, and checkpoints
+//!   that write the changed files (`checkpoint_ms` after a change at the latest).
+//! - `journal`: the log's format; `disk`: file operations and the symlink checks that keep
+//!   every write below the root; `load`: loading and log replay at open.
 
 mod disk;
 mod journal;
@@ -32,7 +33,7 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use parking_lot::{Mutex, RwLock};
@@ -46,7 +47,8 @@ use sunfish_core::{
 use tokio::sync::oneshot;
 
 use crate::disk::Disk;
-use crate::writer::Msg;
+use crate::journal::Entry;
+use crate::writer::{Msg, Writer};
 
 sunfish_core::register_storage_backend!(StorageBackendRegistration {
     name: "fs",
@@ -74,11 +76,15 @@ pub struct FsOptions {
     /// `false` keeps the journal, so a crash still never leaves half a change, but recent
     /// acknowledged changes may be lost on power failure; meant for tests and benchmarks.
     pub fsync: bool,
+    /// Longest time, in milliseconds, between a change (durable in the write-ahead log at once)
+    /// and the rewrite of its `index.json` (a checkpoint). Default 1000. Larger values write a
+    /// busy collection less often; 0 writes the files after every group commit.
+    pub checkpoint_ms: u64,
 }
 
 impl Default for FsOptions {
     fn default() -> Self {
-        FsOptions { root: PathBuf::from("sunfish-data"), fsync: true }
+        FsOptions { root: PathBuf::from("sunfish-data"), fsync: true, checkpoint_ms: 1000 }
     }
 }
 
@@ -89,7 +95,8 @@ pub struct FsBackend {
     /// The tree and the writer's queue under one lock: a change set is queued while the lock
     /// that made it is held, so the writer sees change sets in the order memory applied them.
     /// `queue` is `None` once the backend is closed; writes then fail before touching memory.
-    state: RwLock<State>,
+    /// The writer thread holds a weak handle, to read the tree at checkpoints.
+    state: Arc<RwLock<State>>,
     /// The canonical root, resolved once at open.
     root: PathBuf,
     /// Checks change sets against the files (symbolic links, name limits) before they are
@@ -99,16 +106,20 @@ pub struct FsBackend {
     thread: Mutex<Option<JoinHandle<()>>>,
 }
 
+/// What the backend's lock guards.
 #[derive(Debug)]
-struct State {
-    tree: ResourceTree,
+pub(crate) struct State {
+    /// The whole store.
+    pub(crate) tree: ResourceTree,
+    /// The writer's queue; `None` once closed.
     queue: Option<mpsc::Sender<Msg>>,
 }
 
 impl FsBackend {
-    /// Opens the store at `options.root`: creates the folder if missing, finishes a commit a
-    /// crash interrupted (or discards a journal that was never acknowledged), loads the tree
-    /// and the private records, and starts the writer thread.
+    /// Opens the store at `options.root`: creates the folder if missing, finishes a commit an
+    /// earlier version's crash interrupted, loads the tree and the private records, replays
+    /// the write-ahead log onto them (writing the files it names, then emptying it), and starts
+    /// the writer thread.
     ///
     /// # Errors
     /// [`StartupError::Io`] when the root cannot be created or read, or an interrupted commit
@@ -127,17 +138,15 @@ impl FsBackend {
         let root = std::fs::canonicalize(&options.root)?;
         let mut disk = Disk::new(root.clone(), options.fsync);
         load::recover(&mut disk)?;
-        let tree = load::load(&disk, first_revision())?;
+        let mut tree = load::load(&disk, first_revision())?;
+        load::replay(&mut disk, &mut tree)?;
         let (tx, rx) = mpsc::channel();
-        let thread =
-            std::thread::Builder::new().name("sunfish-fs-writer".into()).spawn(move || writer::run(rx, disk))?;
+        let state = Arc::new(RwLock::new(State { tree, queue: Some(tx) }));
+        let writer =
+            Writer { rx, disk, state: Arc::downgrade(&state), interval: Duration::from_millis(options.checkpoint_ms) };
+        let thread = std::thread::Builder::new().name("sunfish-fs-writer".into()).spawn(move || writer.run())?;
         let checker = Disk::new(root.clone(), options.fsync);
-        Ok(FsBackend {
-            state: RwLock::new(State { tree, queue: Some(tx) }),
-            root,
-            checker,
-            thread: Mutex::new(Some(thread)),
-        })
+        Ok(FsBackend { state, root, checker, thread: Mutex::new(Some(thread)) })
     }
 
     /// The store's canonical root folder.
@@ -145,8 +154,8 @@ impl FsBackend {
         &self.root
     }
 
-    /// Runs a mutation on the tree and waits until its changes are durable. The change set is
-    /// queued under the tree lock; the wait happens after the lock is released.
+    /// Runs a mutation on the tree and waits until its changes are durable (logged). The log
+    /// entries are queued under the tree lock; the wait happens after the lock is released.
     async fn commit<T>(&self, mutate: impl FnOnce(&mut ResourceTree) -> Result<(T, Vec<Change>)>) -> Result<T> {
         let (out, ack) = {
             let mut state = self.state.write();
@@ -162,18 +171,21 @@ impl FsBackend {
                     return Err(e);
                 }
             };
-            if let Err(e) = changes.iter().cloned().map(journal::Op::from).try_for_each(|op| self.checker.check(&op)) {
+            // Entries hold no collection a create appended to (only its path), so the next
+            // create can move that collection out of the tree again instead of copying it.
+            let entries: Vec<Entry> = changes.into_iter().map(Entry::from).collect();
+            if let Err(e) = entries.iter().try_for_each(|e| self.checker.check_target(&e.target(), e.is_removal())) {
                 tree.rollback();
                 tracing::error!(error = %e, "fs storage refused a write");
                 return Err(Error::storage(e));
             }
             tree.commit();
-            if changes.is_empty() {
+            if entries.is_empty() {
                 return Ok(out);
             }
             let (tx, rx) = oneshot::channel();
             queue
-                .send(Msg::Commit { changes, ack: tx })
+                .send(Msg::Commit { entries, ack: tx })
                 .map_err(|_| Error::storage("fs storage writer has stopped"))?;
             (out, rx)
         };
@@ -268,7 +280,7 @@ impl StorageBackend for FsBackend {
         Ok(self.state.read().tree.kv_list(ns))
     }
 
-    /// Applies everything queued, makes it durable, and stops the writer; later writes fail
+    /// Logs everything queued, writes the files (a checkpoint), and stops the writer; later writes fail
     /// with [`Error::Storage`], reads keep working. Calling it again does nothing.
     async fn close(&self) -> Result<()> {
         let Some(queue) = self.state.write().queue.take() else { return Ok(()) };
@@ -295,7 +307,7 @@ impl Drop for FsBackend {
     /// Without `close`, still write out what was acknowledged: closing the queue lets the
     /// writer drain it, and joining waits for that (blocking the dropping thread meanwhile).
     fn drop(&mut self) {
-        self.state.get_mut().queue.take();
+        self.state.write().queue.take();
         if let Some(handle) = self.thread.get_mut().take() {
             let _ = handle.join();
         }
@@ -312,9 +324,12 @@ mod tests {
     #[test]
     fn options() {
         let o: FsOptions = PluginOptions::new("storage", "fs", Value::Null).parse().unwrap();
-        assert_eq!(o, FsOptions { root: "sunfish-data".into(), fsync: true });
-        let o: FsOptions = PluginOptions::new("storage", "fs", json!({"root": "/x", "fsync": false})).parse().unwrap();
-        assert_eq!(o, FsOptions { root: "/x".into(), fsync: false });
+        assert_eq!(o, FsOptions { root: "sunfish-data".into(), fsync: true, checkpoint_ms: 1000 });
+        let o: FsOptions =
+            PluginOptions::new("storage", "fs", json!({"root": "/x", "fsync": false, "checkpoint_ms": 0}))
+                .parse()
+                .unwrap();
+        assert_eq!(o, FsOptions { root: "/x".into(), fsync: false, checkpoint_ms: 0 });
         let err = PluginOptions::new("storage", "fs", json!({"path": "/x"})).parse::<FsOptions>().unwrap_err();
         assert!(err.to_string().contains("unknown field `path`"), "{err}");
     }

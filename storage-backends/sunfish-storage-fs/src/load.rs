@@ -11,7 +11,8 @@ use sunfish_core::tree::{check_kv_name, ResourceTree};
 use tracing::{info, warn};
 
 use crate::disk::{Disk, KV_SUFFIX};
-use crate::{journal, writer};
+use crate::journal::{self, Entry};
+use crate::writer;
 
 /// Replays `<root>/.sunfish/journal.json` if it is complete, discards it if it is torn, and
 /// removes temporary files a crash left in the private folder.
@@ -54,6 +55,44 @@ pub(crate) fn recover(disk: &mut Disk) -> io::Result<()> {
         Err(reason) => warn!(journal = %path.display(), %reason, "discarding an unfinished fs storage journal"),
     }
     disk.remove_journal()
+}
+
+/// Replays the write-ahead log onto the tree read from the files, then writes the files it
+/// names from the result (a checkpoint) and empties the log. A torn last line (never
+/// acknowledged) is dropped with a warning.
+///
+/// # Errors
+/// The log cannot be read, or the checkpoint fails (the log then stays for the next attempt).
+pub(crate) fn replay(disk: &mut Disk, tree: &mut ResourceTree) -> io::Result<()> {
+    let Some(bytes) = disk.read_log()? else { return Ok(()) };
+    let (entries, stop) = journal::decode_log(&bytes);
+    if let Some(reason) = stop {
+        warn!(log = %disk.log_path().display(), %reason, "the fs storage log ends early; the rest was never acknowledged");
+    }
+    if entries.is_empty() && bytes.is_empty() {
+        return Ok(());
+    }
+    info!(log = %disk.log_path().display(), entries = entries.len(), "replaying the fs storage log");
+    let mut targets = std::collections::BTreeSet::new();
+    for entry in entries {
+        targets.insert(entry.target());
+        match entry {
+            Entry::Put(p, body) => tree.restore(p, Some(body.into_value())),
+            Entry::Append(collection, member) => {
+                tree.restore_append(&collection, &member);
+            }
+            Entry::Remove(p) => tree.restore(p, None),
+            Entry::KvPut(ns, key, value) => {
+                let _ = tree.kv_put(&ns, &key, value);
+            }
+            Entry::KvRemove(ns, key) => {
+                let _ = tree.kv_delete(&ns, &key);
+            }
+        }
+    }
+    let ops = writer::snapshot(tree, targets);
+    writer::apply(disk, &ops)?;
+    disk.reset_log()
 }
 
 /// Reads the resources (warning about files it skips) and the private records into a new tree

@@ -21,7 +21,9 @@ struct TempFs {
 
 async fn fresh() -> Arc<dyn StorageBackend> {
     let dir = tempfile::tempdir().unwrap();
-    let fs = FsBackend::open(FsOptions { root: dir.path().join("store"), fsync: true }).await.unwrap();
+    let fs = FsBackend::open(FsOptions { root: dir.path().join("store"), fsync: true, ..FsOptions::default() })
+        .await
+        .unwrap();
     Arc::new(TempFs { fs, _dir: dir })
 }
 
