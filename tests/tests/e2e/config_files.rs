@@ -40,13 +40,13 @@ async fn every_shipped_config_loads_builds_and_serves() {
 
 /// Loading `conf/default.toml` gives exactly `ServerConfig::default()` except
 /// `storage.options`, which the file spells out for fs: and those equal the fs backend's own
-/// defaults (root `sunfish-data`, fsync on).
+/// defaults (root `sunfish-data`, fsync on, checkpoints every second).
 #[test]
 fn default_toml_is_the_defaults() {
     let file = workspace_root().join("conf/default.toml");
     let mut loaded = ServerConfig::load(Some(&file)).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
     let options = std::mem::take(&mut loaded.storage.options);
-    assert_eq!(options, json!({"root": "sunfish-data", "fsync": true}));
+    assert_eq!(options, json!({"root": "sunfish-data", "fsync": true, "checkpoint_ms": 1000}));
     let fs_defaults = serde_json::to_value(FsOptions::default()).unwrap_or(Value::Null);
     assert_eq!(options, fs_defaults, "default.toml's fs options differ from the fs backend's defaults");
     assert_eq!(loaded, ServerConfig::default());
