@@ -12,10 +12,17 @@
 //! restart; cursors are stored after each delivery (at-least-once; receivers drop duplicates
 //! by `EventId`).
 //!
+//! Publishers overlap: EventIds are allocated under a short lock, entries are stored
+//! concurrently (one group commit for many on the fs backend), and a sequencer
+//! ([`sequencer`]) lets each entry into the in-memory log (hence to workers and SSE) only once
+//! it is durable and in EventId order; an entry whose store failed is skipped. So a subscriber
+//! never gets an event a crash could lose or whose EventId a restart could reuse.
+//!
 //! Filters are evaluated when an event is published, so a PATCH of a subscription's filters
 //! applies to every later event; DELETE cancels the worker at once.
 
 pub mod filter;
+mod sequencer;
 mod subscriptions;
 
 use crate::metrics::DeliveryMetrics;
@@ -30,11 +37,12 @@ use parking_lot::{Mutex, RwLock};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{json, Map, Value};
-use tokio::sync::{broadcast, watch, Notify};
+use tokio::sync::{broadcast, oneshot, watch, Notify};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 pub use self::filter::{EventFacts, SubscriptionFilter};
+use self::sequencer::Sequencer;
 pub use self::subscriptions::{ResumeSubscription, SubmitTestEvent, SubscriptionHooks, SuspendSubscription};
 use crate::outbound::OutboundPolicy;
 use crate::{Notification, ResourcePath, Result, StorageBackend};
@@ -280,8 +288,15 @@ pub struct EventService {
     settings: RwLock<ServiceSettings>,
     subs: RwLock<HashMap<String, Arc<Subscription>>>,
     log: RwLock<BTreeMap<u64, Arc<LogEntry>>>,
-    /// Serializes publishing so entries enter the log in sequence order, after being stored.
+    /// Held by a publisher only while it allocates its EventIds and reserves them in
+    /// `sequencer` (and, on a shared store, syncs the subscriptions), so reservations come in
+    /// EventId order; storing the entries runs outside it, concurrently.
     publish_lock: tokio::sync::Mutex<()>,
+    /// EventIds allocated here whose entries are not in `log` yet. Entries are put into `log`,
+    /// queued for subscribers and sent to SSE while this lock is held, so they enter in EventId
+    /// order, each once it is durable. Lock order: `sequencer` before `log`, `subs`, `late`.
+    sequencer: Mutex<Sequencer<Arc<LogEntry>>>,
+    /// The next EventId this process would hand out (the floor of store-wide allocation).
     next_seq: AtomicU64,
     sse: broadcast::Sender<Arc<LogEntry>>,
     shutdown: CancellationToken,
@@ -329,6 +344,7 @@ impl EventService {
             subs: RwLock::new(HashMap::new()),
             log: RwLock::new(BTreeMap::new()),
             publish_lock: tokio::sync::Mutex::new(()),
+            sequencer: Mutex::new(Sequencer::default()),
             next_seq: AtomicU64::new(now_micros()),
             sse,
             shutdown: CancellationToken::new(),
@@ -423,24 +439,53 @@ impl EventService {
     /// Publishes the events of one envelope: stamps them, stores the log entry, and wakes the
     /// workers of the subscriptions they are for. Returns those subscription Ids (sorted).
     ///
+    /// Answered once the entry is durable and in the log. Publishers overlap: only the EventId
+    /// allocation is serialized (`publish_lock`); the entries are stored concurrently (the fs
+    /// backend makes concurrent writes durable with one fsync) and the sequencer lets each into
+    /// the log, the subscribers' queues and SSE in EventId order, once it and every smaller one
+    /// allocated here are stored (or failed). Once its store has started, a dropped call still
+    /// completes it, so a cancelled request never holds up later events.
+    ///
     /// # Errors
-    /// Storage failures while storing the entry.
+    /// Storage failures while allocating EventIds or storing the entry.
     pub async fn publish(&self, events: Vec<NewEvent>) -> Result<Vec<String>> {
         if events.is_empty() || events.len() > usize::from(u16::MAX) || !self.settings.read().enabled {
             return Ok(Vec::new());
         }
-        let _guard = self.publish_lock.lock().await;
-        let count = events.len() as u64;
-        let first_seq = match self.storage.allocate(EVENT_IDS, count, self.next_seq.load(Ordering::SeqCst)).await? {
-            Some(first) => {
-                self.next_seq.fetch_max(first + count, Ordering::SeqCst);
-                first
-            }
-            None => self.next_seq.fetch_add(count, Ordering::SeqCst),
+        let Some(me) = self.me.upgrade() else {
+            return Err(crate::Error::Internal { message: "event service dropped".into() });
         };
-        if self.storage.shared() {
-            self.sync_subscriptions().await;
+        let count = events.len() as u64;
+        let (reservation, released) = {
+            let _guard = self.publish_lock.lock().await;
+            let first_seq = match self.storage.allocate(EVENT_IDS, count, self.next_seq.load(Ordering::SeqCst)).await? {
+                Some(first) => {
+                    self.next_seq.fetch_max(first + count, Ordering::SeqCst);
+                    first
+                }
+                None => self.next_seq.fetch_add(count, Ordering::SeqCst),
+            };
+            let released = self.sequencer.lock().reserve(first_seq);
+            // Whatever happens to this call from here on, the id is completed (or skipped).
+            let reservation = Reservation { service: me, seq: first_seq, done: false };
+            if self.storage.shared() {
+                self.sync_subscriptions().await;
+            }
+            (reservation, released)
+        };
+        let entry = self.build_entry(reservation.seq, events).await?;
+        let ids: Vec<String> = entry.targets.iter().map(|t| t.id.to_string()).collect();
+        // Stored as one JSON string: a single allocation in memory-backed stores.
+        let text = serde_json::to_string(&entry).map_err(|e| crate::Error::Internal { message: e.to_string() })?;
+        let stored = tokio::spawn(reservation.store(Arc::new(entry), text, released)).await;
+        match stored {
+            Ok(result) => result.map(|()| ids),
+            Err(e) => Err(crate::Error::Internal { message: format!("storing an event log entry failed: {e}") }),
         }
+    }
+
+    /// Stamps `events` with EventIds from `first_seq` and finds the subscriptions they are for.
+    async fn build_entry(&self, first_seq: u64, events: Vec<NewEvent>) -> Result<LogEntry> {
         let ts = timestamp();
         let mut facts = Vec::with_capacity(events.len());
         let mut records = Vec::with_capacity(events.len());
@@ -506,25 +551,56 @@ impl EventService {
             targets.push(Target { id: sub.id.clone(), events });
         }
         targets.sort_by(|a, b| a.id.cmp(&b.id));
-        let entry = LogEntry { first_seq, events: records, facts, targets };
-        // Stored as one JSON string: a single allocation in memory-backed stores.
-        let text = serde_json::to_string(&entry).map_err(|e| crate::Error::Internal { message: e.to_string() })?;
-        self.storage.kv_put(NS_LOG, &seq_key(first_seq), Value::String(text)).await?;
-        if let Err(e) = self.storage.notify(TOPIC_LOG, &seq_key(first_seq)).await {
-            // The others still find the entry when they next catch up from the store.
-            warn!(error = %e, "event log notification not sent");
+        Ok(LogEntry { first_seq, events: records, facts, targets })
+    }
+
+    /// Records the outcome of storing the entry of `seq` (`None`: not stored) and puts every
+    /// entry whose turn came into the log, the subscribers' queues and SSE, in EventId order.
+    fn finish(&self, seq: u64, entry: Option<Arc<LogEntry>>) {
+        // Held while releasing, so two finishing publishers cannot interleave their releases.
+        let mut sequencer = self.sequencer.lock();
+        for r in sequencer.complete(seq, entry) {
+            if self.enqueue(&r.item) {
+                let _ = self.sse.send(r.item.clone());
+            }
+            r.signal();
         }
-        let entry = Arc::new(entry);
-        self.log.write().insert(first_seq, entry.clone());
-        let ids: Vec<String> = entry.targets.iter().map(|t| t.id.to_string()).collect();
-        for sub in &subs {
-            if entry.is_for(&sub.id) {
+    }
+
+    /// Puts a durable entry into the log and queues it for the subscriptions it is for, unless
+    /// the log has it already; returns whether it was new. For a subscriber whose cursor is
+    /// already past it (another instance's entry that arrived late), it goes to the `late` set
+    /// and is delivered next.
+    fn enqueue(&self, entry: &Arc<LogEntry>) -> bool {
+        {
+            let mut log = self.log.write();
+            if log.contains_key(&entry.first_seq) {
+                return false;
+            }
+            log.insert(entry.first_seq, entry.clone());
+        }
+        self.next_seq.fetch_max(entry.last_seq() + 1, Ordering::SeqCst);
+        let subs = self.subs.read();
+        for target in &entry.targets {
+            if let Some(sub) = subs.get(&*target.id) {
                 sub.counters.pending.fetch_add(1, Ordering::SeqCst);
+                if entry.first_seq <= sub.cursor.load(Ordering::SeqCst) {
+                    sub.late.lock().insert(entry.first_seq);
+                }
                 sub.wake.notify_one();
             }
         }
-        let _ = self.sse.send(entry);
-        Ok(ids)
+        true
+    }
+
+    /// The EventId up to which every entry allocated here is in the log (or failed): a new
+    /// subscription's cursor, so it also gets the entries still being stored that are for it.
+    fn last_released(&self) -> u64 {
+        // next_seq first: an id allocated after this read is larger; one allocated before is
+        // either still held by the sequencer below or already in the log.
+        let next = self.next_seq.load(Ordering::SeqCst);
+        let held = self.sequencer.lock().oldest().unwrap_or(u64::MAX);
+        next.min(held).saturating_sub(1)
     }
 
     /// For SSE: a receiver of new entries, then the stored entries after `after` (replay).
@@ -592,7 +668,7 @@ impl EventService {
         let cursor = match self.storage.kv_get(NS_CURSOR, &id).await? {
             Some(c) => c.as_u64().unwrap_or(0),
             None => {
-                let c = self.next_seq.load(Ordering::SeqCst).saturating_sub(1);
+                let c = self.last_released();
                 self.storage.kv_put(NS_CURSOR, &id, json!(c)).await?;
                 c
             }
@@ -730,28 +806,18 @@ impl EventService {
     }
 
     /// Adds an entry another instance published to the log, unless it is there already;
-    /// returns it when it was new.
+    /// returns it when it was new. An entry of this process read back from the store (a
+    /// catch-up) while the sequencer still holds it is left to the sequencer, which releases it
+    /// in order.
     fn insert_remote(&self, entry: LogEntry) -> Option<Arc<LogEntry>> {
+        let sequencer = self.sequencer.lock();
+        if sequencer.holds(entry.first_seq) {
+            return None;
+        }
         let entry = Arc::new(entry);
-        {
-            let mut log = self.log.write();
-            if log.contains_key(&entry.first_seq) {
-                return None;
-            }
-            log.insert(entry.first_seq, entry.clone());
-        }
-        self.next_seq.fetch_max(entry.last_seq() + 1, Ordering::SeqCst);
-        let subs: Vec<Arc<Subscription>> = self.subs.read().values().cloned().collect();
-        for sub in subs {
-            if entry.is_for(&sub.id) {
-                sub.counters.pending.fetch_add(1, Ordering::SeqCst);
-                if entry.first_seq <= sub.cursor.load(Ordering::SeqCst) {
-                    sub.late.lock().insert(entry.first_seq);
-                }
-                sub.wake.notify_one();
-            }
-        }
-        Some(entry)
+        let new = self.enqueue(&entry);
+        drop(sequencer);
+        new.then_some(entry)
     }
 
     /// Reads every stored log entry this process lacks.
@@ -970,14 +1036,21 @@ impl EventService {
 
     /// Drops log entries every subscriber has received, keeping the newest `replay_limit`.
     fn trim(&self) {
-        let subs: Vec<(Arc<str>, u64)> =
-            self.subs.read().values().map(|s| (s.id.clone(), s.cursor.load(Ordering::SeqCst))).collect();
+        // Per subscriber: its cursor and the late entries it still has to get (usually none).
+        let subs: Vec<(Arc<str>, u64, BTreeSet<u64>)> = self
+            .subs
+            .read()
+            .values()
+            .map(|s| (s.id.clone(), s.cursor.load(Ordering::SeqCst), s.late.lock().clone()))
+            .collect();
         let mut removed = Vec::new();
         {
             let mut log = self.log.write();
             while log.len() > self.config.replay_limit {
                 let Some((&seq, e)) = log.iter().next() else { break };
-                let needed = e.targets.iter().any(|t| subs.iter().any(|(id, c)| *id == t.id && *c < e.last_seq()));
+                let needed = e.targets.iter().any(|t| {
+                    subs.iter().any(|(id, c, late)| *id == t.id && (*c < e.last_seq() || late.contains(&seq)))
+                });
                 if needed {
                     break;
                 }
@@ -1027,6 +1100,49 @@ impl EventService {
     }
 }
 
+/// An EventId allocated by [`EventService::publish`] and reserved in its sequencer, owned by
+/// whoever must report its outcome: the publisher until the store starts, then the store task.
+/// Dropped without an outcome (a cancelled publish, a failure while building the entry, a
+/// panicking backend), it reports a failure, so the id is skipped and later entries go on.
+struct Reservation {
+    service: Arc<EventService>,
+    seq: u64,
+    done: bool,
+}
+
+impl Reservation {
+    /// Stores the entry, releases it (and whatever waited for it) through the sequencer, then
+    /// waits until the entries with smaller EventIds allocated here are released too.
+    async fn store(mut self, entry: Arc<LogEntry>, text: String, released: oneshot::Receiver<()>) -> Result<()> {
+        let service = self.service.clone();
+        let key = seq_key(self.seq);
+        let stored = service.storage.kv_put(NS_LOG, &key, Value::String(text)).await;
+        self.done = true;
+        match stored {
+            Ok(()) => service.finish(self.seq, Some(entry)),
+            Err(e) => {
+                service.finish(self.seq, None);
+                return Err(e);
+            }
+        }
+        if let Err(e) = service.storage.notify(TOPIC_LOG, &key).await {
+            // The others still find the entry when they next catch up from the store.
+            warn!(error = %e, "event log notification not sent");
+        }
+        // Fails only if the id was skipped, which a durable entry never is.
+        let _ = released.await;
+        Ok(())
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        if !self.done {
+            self.service.finish(self.seq, None);
+        }
+    }
+}
+
 /// Writes `{"@odata.type":..,"Id":..,"Name":"Event",["Context":..,]"Events":[..]}` from raw
 /// event texts, without building `Value` trees.
 fn write_envelope<'a>(first_seq: u64, context: Option<&str>, events: impl Iterator<Item = &'a RawValue>) -> String {
@@ -1070,4 +1186,301 @@ pub fn sse_envelope(entry: &LogEntry, keep: impl Fn(&Facts) -> bool) -> Option<S
         return None;
     }
     Some(write_envelope(entry.first_seq, None, events.into_iter()))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use tokio::sync::mpsc;
+
+    use super::*;
+    use crate::{Error, Resource};
+
+    /// A kv-only store whose event log writes wait for the test: each `kv_put` of a log entry
+    /// is sent to the test (key, answer) and completes (true) or fails (false) when answered.
+    /// `get` of [`HANG`] never returns; every other resource is missing.
+    struct GatedStore {
+        kv: Mutex<BTreeMap<(String, String), Value>>,
+        calls: mpsc::UnboundedSender<(String, oneshot::Sender<bool>)>,
+    }
+
+    const HANG: &str = "/redfish/v1/Hang";
+
+    #[async_trait]
+    impl StorageBackend for GatedStore {
+        async fn get(&self, path: &ResourcePath) -> Result<Resource> {
+            if path.as_str() == HANG {
+                std::future::pending::<()>().await;
+            }
+            Err(Error::not_found(path))
+        }
+        async fn create(&self, _: &ResourcePath, _: Value, _: Option<Value>) -> Result<Resource> {
+            Err(Error::Internal { message: "kv-only test store".into() })
+        }
+        async fn replace(&self, _: &ResourcePath, _: Value, _: Option<u64>) -> Result<Resource> {
+            Err(Error::Internal { message: "kv-only test store".into() })
+        }
+        async fn patch(&self, _: &ResourcePath, _: Value, _: Option<u64>) -> Result<Resource> {
+            Err(Error::Internal { message: "kv-only test store".into() })
+        }
+        async fn delete(&self, _: &ResourcePath, _: Option<u64>) -> Result<Vec<ResourcePath>> {
+            Err(Error::Internal { message: "kv-only test store".into() })
+        }
+        async fn children(&self, _: &ResourcePath) -> Result<Vec<ResourcePath>> {
+            Ok(Vec::new())
+        }
+        async fn paths(&self) -> Result<Vec<ResourcePath>> {
+            Ok(Vec::new())
+        }
+        async fn import(&self, _: Vec<(ResourcePath, Value)>) -> Result<()> {
+            Ok(())
+        }
+        async fn kv_get(&self, ns: &str, key: &str) -> Result<Option<Value>> {
+            Ok(self.kv.lock().get(&(ns.to_string(), key.to_string())).cloned())
+        }
+        async fn kv_put(&self, ns: &str, key: &str, value: Value) -> Result<()> {
+            if ns == NS_LOG {
+                let (tx, rx) = oneshot::channel();
+                let _ = self.calls.send((key.to_string(), tx));
+                if !rx.await.unwrap_or(false) {
+                    return Err(Error::storage("disk full"));
+                }
+            }
+            self.kv.lock().insert((ns.to_string(), key.to_string()), value);
+            Ok(())
+        }
+        async fn kv_delete(&self, ns: &str, key: &str) -> Result<bool> {
+            Ok(self.kv.lock().remove(&(ns.to_string(), key.to_string())).is_some())
+        }
+        async fn kv_list(&self, ns: &str) -> Result<Vec<(String, Value)>> {
+            let kv = self.kv.lock();
+            Ok(kv.iter().filter(|((n, _), _)| n == ns).map(|((_, k), v)| (k.clone(), v.clone())).collect())
+        }
+    }
+
+    /// Records every delivery: destination and the EventIds of the envelope.
+    #[derive(Default)]
+    struct Recorder(Mutex<Vec<(String, Vec<u64>)>>);
+
+    #[async_trait]
+    impl EventTransport for Arc<Recorder> {
+        async fn post(
+            &self,
+            destination: &str,
+            _: &[(String, String)],
+            body: Bytes,
+            _: Duration,
+        ) -> std::result::Result<u16, String> {
+            let v: Value = serde_json::from_slice(&body).map_err(|e| e.to_string())?;
+            let ids = v["Events"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|e| e["EventId"].as_str().and_then(|s| s.parse().ok()))
+                .collect();
+            self.0.lock().push((destination.to_string(), ids));
+            Ok(200)
+        }
+    }
+
+    struct Fixture {
+        service: Arc<EventService>,
+        store: Arc<GatedStore>,
+        calls: mpsc::UnboundedReceiver<(String, oneshot::Sender<bool>)>,
+        recorder: Arc<Recorder>,
+    }
+
+    fn fixture() -> Fixture {
+        let (tx, calls) = mpsc::unbounded_channel();
+        let store = Arc::new(GatedStore { kv: Mutex::new(BTreeMap::new()), calls: tx });
+        let recorder = Arc::new(Recorder::default());
+        let service = EventService::new(store.clone(), Arc::new(recorder.clone()), EventServiceConfig::default());
+        Fixture { service, store, calls, recorder }
+    }
+
+    fn event(n: usize) -> Vec<NewEvent> {
+        vec![NewEvent { message_id: format!("Test.1.0.Event{n}"), severity: "OK".into(), ..Default::default() }]
+    }
+
+    /// Starts a publish; returns its task once its entry's store was reached (so publishes
+    /// started one after the other get increasing EventIds), with the store's pending answer.
+    async fn start_publish(
+        f: &mut Fixture,
+        events: Vec<NewEvent>,
+    ) -> (tokio::task::JoinHandle<Result<Vec<String>>>, String, oneshot::Sender<bool>) {
+        let service = f.service.clone();
+        let task = tokio::spawn(async move { service.publish(events).await });
+        let (key, answer) = f.calls.recv().await.unwrap_or_else(|| panic!("no store call"));
+        (task, key, answer)
+    }
+
+    /// Waits (polling with a deadline) until the store holds log entry `key`; on this
+    /// current-thread runtime the publisher has then also reported the outcome.
+    async fn stored(f: &Fixture, key: &str) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while !f.store.kv.lock().contains_key(&(NS_LOG.to_string(), key.to_string())) {
+            assert!(tokio::time::Instant::now() < deadline, "entry {key} never stored");
+            tokio::task::yield_now().await;
+        }
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    fn first_seqs(rx: &mut broadcast::Receiver<Arc<LogEntry>>) -> Vec<u64> {
+        std::iter::from_fn(|| rx.try_recv().ok()).map(|e| e.first_seq).collect()
+    }
+
+    fn seq_of(key: &str) -> u64 {
+        key.parse().unwrap_or_else(|e| panic!("log key {key}: {e}"))
+    }
+
+    /// Entries stored out of order reach the log and SSE in EventId order, each only after it is
+    /// durable; each publish is answered once its entry is in the log.
+    #[tokio::test]
+    async fn entries_stored_out_of_order_are_released_in_order() {
+        let mut f = fixture();
+        let (mut rx, _) = f.service.sse_subscribe(None);
+        let (a, ka, answer_a) = start_publish(&mut f, event(1)).await;
+        let (b, kb, answer_b) = start_publish(&mut f, event(2)).await;
+        let (c, kc, answer_c) = start_publish(&mut f, event(3)).await;
+        assert!(seq_of(&ka) < seq_of(&kb) && seq_of(&kb) < seq_of(&kc), "{ka} {kb} {kc}");
+
+        let _ = answer_c.send(true);
+        let _ = answer_b.send(true);
+        stored(&f, &kc).await;
+        stored(&f, &kb).await;
+        assert!(first_seqs(&mut rx).is_empty(), "released before the smaller EventId was stored");
+        assert!(f.service.log.read().is_empty());
+        assert!(!b.is_finished() && !c.is_finished(), "answered before being in the log");
+
+        let _ = answer_a.send(true);
+        for t in [a, b, c] {
+            assert!(t.await.is_ok_and(|r| r.is_ok()));
+        }
+        assert_eq!(first_seqs(&mut rx), vec![seq_of(&ka), seq_of(&kb), seq_of(&kc)]);
+        assert_eq!(
+            f.service.log.read().keys().copied().collect::<Vec<_>>(),
+            vec![seq_of(&ka), seq_of(&kb), seq_of(&kc)]
+        );
+    }
+
+    /// An entry whose store failed is skipped: its publish fails, the later ones are released.
+    #[tokio::test]
+    async fn a_failed_store_is_skipped() {
+        let mut f = fixture();
+        let (mut rx, _) = f.service.sse_subscribe(None);
+        let (a, _, answer_a) = start_publish(&mut f, event(1)).await;
+        let (b, kb, answer_b) = start_publish(&mut f, event(2)).await;
+        let _ = answer_b.send(true);
+        stored(&f, &kb).await;
+        assert!(first_seqs(&mut rx).is_empty());
+        let _ = answer_a.send(false);
+        assert!(a.await.is_ok_and(|r| r.is_err()), "the failed publish reports the failure");
+        assert!(b.await.is_ok_and(|r| r.is_ok()));
+        assert_eq!(first_seqs(&mut rx), vec![seq_of(&kb)]);
+        assert_eq!(f.service.log.read().keys().copied().collect::<Vec<_>>(), vec![seq_of(&kb)]);
+    }
+
+    /// A publish cancelled before its store started gives its EventId up (later entries go
+    /// on); one cancelled while storing still completes, in order.
+    #[tokio::test]
+    async fn cancelled_publishes_hold_up_nobody() {
+        let mut f = fixture();
+        let (mut rx, _) = f.service.sse_subscribe(None);
+        // Stuck looking up its origin's type, after its EventId was allocated.
+        let service = f.service.clone();
+        let origin = ResourcePath::parse(HANG).unwrap_or_else(|e| panic!("{e}"));
+        let stuck = tokio::spawn(async move {
+            service
+                .publish(vec![NewEvent {
+                    message_id: "Test.1.0.Stuck".into(),
+                    origin: Some(origin),
+                    ..Default::default()
+                }])
+                .await
+        });
+        tokio::task::yield_now().await;
+        assert!(f.service.sequencer.lock().oldest().is_some(), "the stuck publish holds an EventId");
+        let (a, ka, answer_a) = start_publish(&mut f, event(1)).await;
+        let (b, kb, answer_b) = start_publish(&mut f, event(2)).await;
+        let _ = answer_b.send(true);
+        stored(&f, &kb).await;
+        assert!(first_seqs(&mut rx).is_empty());
+        stuck.abort();
+        assert!(stuck.await.is_err_and(|e| e.is_cancelled()));
+        // `a` is cancelled while its entry is being stored: the store goes on without it.
+        a.abort();
+        let _ = answer_a.send(true);
+        assert!(b.await.is_ok_and(|r| r.is_ok()));
+        assert_eq!(first_seqs(&mut rx), vec![seq_of(&ka), seq_of(&kb)]);
+        assert_eq!(f.service.sequencer.lock().oldest(), None);
+    }
+
+    /// A catch-up from the store (HA) finds an entry of ours that is durable but waiting for a
+    /// smaller EventId: it leaves it to the sequencer, so the order holds.
+    #[tokio::test]
+    async fn catch_up_leaves_waiting_entries_to_the_sequencer() {
+        let mut f = fixture();
+        let (mut rx, _) = f.service.sse_subscribe(None);
+        let (a, ka, answer_a) = start_publish(&mut f, event(1)).await;
+        let (b, kb, answer_b) = start_publish(&mut f, event(2)).await;
+        let _ = answer_b.send(true);
+        stored(&f, &kb).await;
+        f.service.catch_up().await;
+        assert!(f.service.log.read().is_empty(), "caught up past the sequencer");
+        let _ = answer_a.send(true);
+        assert!(a.await.is_ok_and(|r| r.is_ok()) && b.await.is_ok_and(|r| r.is_ok()));
+        assert_eq!(first_seqs(&mut rx), vec![seq_of(&ka), seq_of(&kb)]);
+    }
+
+    /// Many concurrent publishes whose stores finish in a scrambled order reach each
+    /// subscriber complete, once each, in EventId order; one registered while entries were being
+    /// stored gets every entry published after it.
+    #[tokio::test]
+    async fn subscribers_get_concurrent_publishes_in_order() {
+        const N: usize = 24;
+        let mut f = fixture();
+        let service = f.service.clone();
+        let register = |id: &str| {
+            let service = service.clone();
+            let path = ResourcePath::parse(&format!("{SUBSCRIPTIONS}/{id}")).unwrap_or_else(|e| panic!("{e}"));
+            let dest = json!({"Destination": format!("http://127.0.0.1:9/{id}"), "Protocol": "Redfish"});
+            async move { service.register(&path, &dest).await.unwrap_or_else(|e| panic!("{e}")) }
+        };
+        register("early").await;
+        let mut tasks = Vec::new();
+        let mut answers = Vec::new();
+        let mut keys = Vec::new();
+        for n in 0..N {
+            let (task, key, answer) = start_publish(&mut f, event(n)).await;
+            tasks.push(task);
+            answers.push(Some(answer));
+            keys.push(seq_of(&key));
+            if n == N / 2 {
+                register("late").await;
+            }
+        }
+        for i in (0..N).map(|i| (i * 7 + 3) % N) {
+            if let Some(a) = answers[i].take() {
+                let _ = a.send(true);
+            }
+            tokio::task::yield_now().await;
+        }
+        for t in tasks {
+            assert!(t.await.is_ok_and(|r| r.is_ok()));
+        }
+        let received = |dest: &str| -> Vec<u64> {
+            f.recorder.0.lock().iter().filter(|(d, _)| d.ends_with(dest)).flat_map(|(_, ids)| ids.clone()).collect()
+        };
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while received("/early").len() < N || received("/late").len() < N - N / 2 - 1 {
+            assert!(tokio::time::Instant::now() < deadline, "{:?}", f.recorder.0.lock());
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        assert_eq!(received("/early"), keys);
+        assert_eq!(received("/late"), keys[N / 2 + 1..].to_vec());
+        f.service.stop();
+    }
 }
