@@ -446,7 +446,10 @@ async function viewFabric(gen, wanted) {
   const ports = await Promise.all(switches.map((s) => (link(s.Ports) ? members(link(s.Ports)) : [])));
   if (!current(gen)) return;
   const graph = fabricGraph(switches, ports, endpoints, connections);
-  status.textContent = `${switches.length} switches, ${ports.flat().length} ports, ${endpoints.length} endpoints, ${connections.length} connections. Click a shape to open the resource.`;
+  const count = (n, one, many) => `${n} ${n === 1 ? one : many}`;
+  status.textContent = `${count(switches.length, 'switch', 'switches')}, ${count(ports.flat().length, 'port', 'ports')}, `
+    + `${count(endpoints.length, 'endpoint', 'endpoints')}, ${count(connections.length, 'connection', 'connections')}. `
+    + 'Click a shape to open the resource.';
   const list = el('ul', { id: 'fabric-links' }, ...graph.isls.map((e) =>
     el('li', { class: 'isl-link', 'data-switches': `${e.a.sw.Id} ${e.b.sw.Id}` }, `${e.a.sw.Id} ${e.a.port.Id} ⟷ ${e.b.sw.Id} ${e.b.port.Id}`)));
   const legend = el('p', { class: 'legend' }, el('span', { class: 'k-isl', text: '━ inter-switch link' }), el('span', { class: 'k-att', text: '─ endpoint attachment' }), el('span', { class: 'k-conn', text: '╌ connection' }));
