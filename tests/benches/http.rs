@@ -46,25 +46,19 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 use bytes::Bytes;
 use futures::stream::{self, StreamExt};
-use http_body_util::{BodyExt, Full};
-use hyper::client::conn::http1::SendRequest;
-use hyper::header::{HeaderValue, CONTENT_TYPE, ETAG, HOST, IF_MATCH};
+use http_body_util::Full;
+use hyper::header::{HeaderValue, CONTENT_TYPE, HOST, IF_MATCH};
 use hyper::{Method, Request, StatusCode};
-use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
+use sunfish_tests::load::{connect, cpu_seconds, exchange, machine_cpu_seconds, percentile_ms, Sender};
 use sunfish_tests::{free_port, server_command, workspace_root, Client};
-use tokio::net::TcpStream;
 
 /// Set in the environment of the child that serves the baseline.
 const BASELINE_ENV: &str = "SUNFISH_BENCH_BASELINE";
 /// The bootstrap administrator of the auth-on servers.
 const ADMIN: (&str, &str) = ("admin", "bench-password-1");
-/// A request that takes longer is counted as an error (a timeout) and its connection replaced.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Cores' worth of CPU other processes may use during a window before its line is flagged.
 const DISTURBED_CORES: f64 = 0.1;
-/// Linux reports process CPU time in clock ticks of 1/100 s (`USER_HZ`, fixed by the ABI).
-const TICKS_PER_SECOND: f64 = 100.0;
 
 fn main() {
     if std::env::var_os(BASELINE_ENV).is_some() {
@@ -306,23 +300,9 @@ struct CpuSample {
 
 impl CpuSample {
     fn take(server_pid: &str) -> Self {
-        let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
-        // `cpu  user nice system idle ...`: user + nice + system, the time processes are
-        // charged with (interrupt time is not, and heavy loopback traffic makes plenty).
-        let fields: Vec<f64> =
-            stat.lines().next().unwrap_or_default().split_whitespace().skip(1).filter_map(|v| v.parse().ok()).collect();
-        let busy: f64 = fields.iter().take(3).sum();
-        CpuSample { server: cpu_seconds(server_pid), generator: cpu_seconds("self"), machine: busy / TICKS_PER_SECOND }
+        // Interrupt time is not in the machine's figure, and heavy loopback traffic makes plenty.
+        CpuSample { server: cpu_seconds(server_pid), generator: cpu_seconds("self"), machine: machine_cpu_seconds() }
     }
-}
-
-/// CPU time (user + system) a process has used, in seconds.
-fn cpu_seconds(pid: &str) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
-    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
-    let f: Vec<f64> = rest.split_whitespace().skip(11).take(2).filter_map(|v| v.parse().ok()).collect();
-    f.iter().sum::<f64>() / TICKS_PER_SECOND
 }
 
 /// Credentials a scenario sends.
@@ -430,35 +410,6 @@ impl Outcome {
     }
 }
 
-type Sender = SendRequest<Full<Bytes>>;
-
-async fn connect(addr: SocketAddr) -> Result<Sender, String> {
-    let stream = TcpStream::connect(addr).await.map_err(|e| format!("connect: {e}"))?;
-    stream.set_nodelay(true).map_err(|e| format!("nodelay: {e}"))?;
-    let (sender, conn) =
-        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| format!("handshake: {e}"))?;
-    tokio::spawn(conn);
-    Ok(sender)
-}
-
-/// A response as the generator needs it.
-struct Answer {
-    status: StatusCode,
-    etag: Option<HeaderValue>,
-}
-
-/// Sends one request and reads the whole answer, within [`REQUEST_TIMEOUT`].
-async fn exchange(sender: &mut Sender, req: Request<Full<Bytes>>) -> Result<Answer, String> {
-    let io = async {
-        sender.ready().await.map_err(|e| format!("connection: {e}"))?;
-        let resp = sender.send_request(req).await.map_err(|e| format!("send: {e}"))?;
-        let (parts, body) = resp.into_parts();
-        body.collect().await.map_err(|e| format!("body: {e}"))?;
-        Ok(Answer { status: parts.status, etag: parts.headers.get(ETAG).cloned() })
-    };
-    tokio::time::timeout(REQUEST_TIMEOUT, io).await.unwrap_or_else(|_| Err("timeout".into()))
-}
-
 fn request(
     method: Method,
     path: &str,
@@ -510,10 +461,10 @@ async fn drive(addr: SocketAddr, s: Arc<Scenario>, index: usize, start: Instant,
                 if etag.is_none() {
                     // Unmeasured: the leaf's current ETag, once per connection (and after a 412).
                     match exchange(&mut conn, request(Method::GET, path, &host, &s.auth, None, None)).await {
-                        Ok(a) if a.status == StatusCode::OK => etag = a.etag,
+                        Ok(a) if a.status == StatusCode::OK => etag = a.etag(),
                         Ok(a) => stats.error(format!("GET {path} for its ETag: {}", a.status)),
                         Err(e) => {
-                            stats.error(e);
+                            stats.error(e.to_string());
                             continue;
                         }
                     }
@@ -536,7 +487,7 @@ async fn drive(addr: SocketAddr, s: Arc<Scenario>, index: usize, start: Instant,
                         stats.last = Some(done);
                     }
                     if matches!(s.work, Work::Patch(_)) {
-                        etag = a.etag;
+                        etag = a.etag();
                     }
                 } else {
                     stats.error(format!("status {} (expected {expect})", a.status));
@@ -546,18 +497,10 @@ async fn drive(addr: SocketAddr, s: Arc<Scenario>, index: usize, start: Instant,
                 }
                 sender = Some(conn);
             }
-            Err(e) => stats.error(e),
+            Err(e) => stats.error(e.to_string()),
         }
     }
     stats
-}
-
-fn percentile_ms(sorted: &[u32], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    f64::from(sorted[i]) / 1000.0
 }
 
 /// Runs `s` against `target` for a warm-up and the measured window.

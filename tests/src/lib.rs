@@ -23,6 +23,7 @@ use sunfish_storage_memory as _;
 
 pub mod agent;
 pub mod fleet;
+pub mod load;
 
 /// Storage backends the semantics tests run against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
