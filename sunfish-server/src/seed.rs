@@ -35,8 +35,22 @@ fn collect<'a>(dir: &'a Dir<'a>, out: &mut Vec<(String, &'a [u8])>) {
 /// # Errors
 /// An unreadable seed directory or a storage failure.
 pub async fn apply(core: &Core, seed: &str) -> Result<(), StartupError> {
+    if seed == "none" {
+        return Ok(());
+    }
+    // A store that has resources takes no seed: do not read one. A seed directory can be a
+    // whole tree (issue 7 benchmarks 100,000 resources), whose reading would cost seconds at
+    // every start and its size in memory, which the allocator keeps after it is dropped.
+    let paths = core
+        .storage()
+        .paths()
+        .await
+        .map_err(|e| StartupError::Io { what: "reading the store".into(), reason: e.to_string() })?;
+    if !paths.is_empty() {
+        return Ok(());
+    }
+    drop(paths);
     let resources = match seed {
-        "none" => return Ok(()),
         "builtin" => {
             let mut res = builtin()?;
             // Each service gets its own identity (its root and its Manager share it); the seed
