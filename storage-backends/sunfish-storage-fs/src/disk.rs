@@ -27,8 +27,11 @@ use crate::journal::{Op, Target};
 pub(crate) const PRIVATE_DIR: &str = ".sunfish";
 /// The journal of earlier versions, inside [`PRIVATE_DIR`] (read at open only).
 pub(crate) const JOURNAL_FILE: &str = "journal.json";
-/// The write-ahead log's file name inside [`PRIVATE_DIR`].
-pub(crate) const LOG_FILE: &str = "wal.jsonl";
+/// The write-ahead log's files inside [`PRIVATE_DIR`]: `wal-<number>.jsonl`, a new number at
+/// each checkpoint, so that the log grows on while a checkpoint writes the files.
+const LOG_PREFIX: &str = "wal-";
+/// See [`LOG_PREFIX`].
+const LOG_SUFFIX: &str = ".jsonl";
 /// The private records' folder inside [`PRIVATE_DIR`]: `kv/<ns>/<key>.json`.
 pub(crate) const KV_DIR: &str = "kv";
 /// The file holding a resource inside its folder.
@@ -54,16 +57,18 @@ pub(crate) struct Disk {
     /// Whether the private folder is known to exist (it is made on the first write, so that
     /// merely serving a reference tree adds nothing to it).
     private_ready: bool,
-    /// The write-ahead log, opened for appending on the first write.
+    /// The write-ahead log's current file, opened for appending on the first write.
     log: Option<File>,
-    /// The log's length in bytes.
+    /// The number of the current log file.
+    log_seq: u64,
+    /// The current log file's length in bytes.
     log_len: u64,
 }
 
 impl Disk {
     /// File operations below `root`, which must already be canonical.
     pub(crate) fn new(root: PathBuf, fsync: bool) -> Self {
-        Disk { root, fsync, tmp_seq: 0, private_ready: false, log: None, log_len: 0 }
+        Disk { root, fsync, tmp_seq: 0, private_ready: false, log: None, log_seq: 1, log_len: 0 }
     }
 
     /// The canonical root.
@@ -81,9 +86,9 @@ impl Disk {
         self.private_dir().join(JOURNAL_FILE)
     }
 
-    /// `<root>/.sunfish/wal.jsonl`.
-    pub(crate) fn log_path(&self) -> PathBuf {
-        self.private_dir().join(LOG_FILE)
+    /// `<root>/.sunfish/wal-<seq>.jsonl`.
+    pub(crate) fn log_path(&self, seq: u64) -> PathBuf {
+        self.private_dir().join(format!("{LOG_PREFIX}{seq:016}{LOG_SUFFIX}"))
     }
 
     /// `<root>/.sunfish/kv`.
@@ -213,13 +218,14 @@ impl Disk {
         .map_err(|e| io::Error::new(e.kind(), format!("{}/{name}: {e}", dir.display())))
     }
 
-    /// Appends `bytes` (whole log lines) to the write-ahead log and makes them durable
-    /// (`fdatasync`). Once this returns, the lines survive a crash. The first call creates the
-    /// private folder and the log and makes their entries durable too.
+    /// Appends `bytes` (whole log lines) to the write-ahead log's current file and makes them
+    /// durable (`fdatasync`). Once this returns, the lines survive a crash. The first call
+    /// after open or [`Disk::rotate_log`] creates the file (and the private folder) and makes
+    /// their entries durable too.
     ///
     /// # Errors
     /// Any I/O failure: the lines may then be partly written, which a later read treats as a
-    /// torn tail; the caller must not acknowledge them, and the log is reopened by the next call.
+    /// torn tail; the caller must not acknowledge them, and the file is reopened by the next call.
     pub(crate) fn append_log(&mut self, bytes: &[u8]) -> io::Result<()> {
         if self.log.is_none() {
             let dir = self.private_dir();
@@ -232,7 +238,7 @@ impl Disk {
                 self.sync_dir(&self.root)?;
                 self.private_ready = true;
             }
-            let path = self.log_path();
+            let path = self.log_path(self.log_seq);
             if fs::symlink_metadata(&path).is_ok_and(|m| !m.is_file()) {
                 return Err(io::Error::other(format!("{} is not a regular file", path.display())));
             }
@@ -259,49 +265,70 @@ impl Disk {
         }
     }
 
-    /// The write-ahead log's length in bytes (as far as this process wrote it).
+    /// The current log file's length in bytes.
     pub(crate) fn log_len(&self) -> u64 {
         self.log_len
     }
 
-    /// Empties the write-ahead log once everything in it is in the files and durable.
-    ///
-    /// # Errors
-    /// The truncation's failure; the log then keeps lines whose replay changes nothing.
-    pub(crate) fn reset_log(&mut self) -> io::Result<()> {
-        if let Some(file) = self.log.as_mut() {
-            file.set_len(0)?;
-            if self.fsync {
-                file.sync_data()?;
-            }
-        } else {
-            match fs::OpenOptions::new().write(true).open(self.log_path()) {
-                Ok(file) => {
-                    file.set_len(0)?;
-                    if self.fsync {
-                        file.sync_data()?;
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => return Err(e),
-            }
-        }
+    /// Ends the current log file: later lines go to the next one. Returns the number of the
+    /// file ended, which a checkpoint covering everything logged so far may remove
+    /// ([`Disk::remove_logs`]) once its files are durable.
+    pub(crate) fn rotate_log(&mut self) -> u64 {
+        let ended = self.log_seq;
+        self.log = None;
         self.log_len = 0;
-        Ok(())
+        self.log_seq += 1;
+        ended
     }
 
-    /// The write-ahead log's bytes, `None` when there is none.
+    /// The log files present, by number, in order.
     ///
     /// # Errors
-    /// The log is not a regular file, or cannot be read.
-    pub(crate) fn read_log(&self) -> io::Result<Option<Vec<u8>>> {
-        let path = self.log_path();
-        match fs::symlink_metadata(&path) {
-            Ok(m) if m.is_file() => fs::read(&path).map(Some),
-            Ok(_) => Err(io::Error::other(format!("{} is not a regular file", path.display()))),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e),
+    /// The private folder cannot be listed.
+    pub(crate) fn log_files(&self) -> io::Result<Vec<(u64, PathBuf)>> {
+        let mut out = Vec::new();
+        let entries = match fs::read_dir(self.private_dir()) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(out),
+            Err(e) => return Err(e),
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some(seq) = name
+                .to_str()
+                .and_then(|n| n.strip_prefix(LOG_PREFIX))
+                .and_then(|n| n.strip_suffix(LOG_SUFFIX))
+                .and_then(|n| n.parse::<u64>().ok())
+            else {
+                continue;
+            };
+            out.push((seq, entry.path()));
         }
+        out.sort();
+        Ok(out)
+    }
+
+    /// Continues numbering after the files present (at open, before the first append).
+    pub(crate) fn continue_logs_after(&mut self, last: u64) {
+        self.log_seq = self.log_seq.max(last + 1);
+    }
+
+    /// Removes the log files numbered up to `upto` once a checkpoint made their content
+    /// durable in the files.
+    ///
+    /// # Errors
+    /// The folder cannot be listed or a file not removed; the files left only cost a replay
+    /// that changes nothing.
+    pub(crate) fn remove_logs(&self, upto: u64) -> io::Result<()> {
+        for (seq, path) in self.log_files()? {
+            if seq <= upto {
+                match fs::remove_file(&path) {
+                    Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                    _ => {}
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Deletes the journal of an earlier version once it is applied and durable.
@@ -310,19 +337,6 @@ impl Disk {
     /// I/O failures other than the journal being gone already.
     pub(crate) fn remove_journal(&self) -> io::Result<()> {
         match fs::remove_file(self.journal_path()) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
-            _ => Ok(()),
-        }
-    }
-
-    /// Deletes the (empty) log at close, so a closed store holds only its files.
-    ///
-    /// # Errors
-    /// I/O failures other than the log being gone already.
-    pub(crate) fn remove_log(&mut self) -> io::Result<()> {
-        self.log = None;
-        self.log_len = 0;
-        match fs::remove_file(self.log_path()) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
             _ => Ok(()),
         }

@@ -1,7 +1,8 @@
 //! The write-ahead log (WAL), and the single-file journal of earlier versions.
 //!
-//! **The log** (`<root>/.sunfish/wal.jsonl`): one line per group commit, appended and made
-//! durable (`fdatasync`) before the commit's requests are answered:
+//! **The log** (`<root>/.sunfish/wal-<n>.jsonl`, a new file per checkpoint): one line per
+//! group commit, appended and made durable (`fdatasync`) before the commit's requests are
+//! answered:
 //! ```json
 //! {"wal": 1, "entries": [
 //!   {"op": "put", "path": "/redfish/v1/Systems/1", "value": {...}},
@@ -16,11 +17,11 @@
 //! of its collection, whose `Members` grow with every create. `remove` removes one resource (a
 //! deleted subtree has one entry per resource). The resource files are not touched per commit:
 //! a checkpoint (see `writer`) writes the current content of everything changed since the last
-//! one, makes it durable with one `syncfs`, and only then empties the log. Opening a store
-//! replays the log onto the tree read from the files; every entry is idempotent on content at
-//! least as new as the checkpoint it follows (`append` lists a member only if it is not listed
-//! yet, and every later change of the same target comes after it), so replaying a log whose
-//! emptying a crash interrupted is safe too.
+//! one, makes it durable with one `syncfs`, and only then removes the log files it covers.
+//! Opening a store replays the log files, in order, onto the tree read from the files; every
+//! entry is idempotent on content at least as new as the checkpoint it follows (`append` lists
+//! a member only if it is not listed yet, and every later change of the same target comes
+//! after it), so replaying log files whose removal a crash interrupted is safe too.
 //!
 //! A line is complete only with its newline and when it parses whole. A crash can tear only
 //! the last line (every earlier one was made durable before the next was written), and a torn

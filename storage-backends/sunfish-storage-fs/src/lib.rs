@@ -8,7 +8,7 @@
 //! <root>/Systems/index.json                  /redfish/v1/Systems
 //! <root>/Systems/1/index.json                /redfish/v1/Systems/1
 //! <root>/.sunfish/kv/<ns>/<key>.json         private records (kv_*), never resources
-//! <root>/.sunfish/wal.jsonl                  write-ahead log since the last checkpoint
+//! <root>/.sunfish/wal-<n>.jsonl              write-ahead log files since the last checkpoint
 //! ```
 //! Resource files are pretty JSON with 4-space indentation, keys in stored order. A reference
 //! tree is served as it is: opening writes nothing (unless it must finish a commit a crash
@@ -142,8 +142,14 @@ impl FsBackend {
         load::replay(&mut disk, &mut tree)?;
         let (tx, rx) = mpsc::channel();
         let state = Arc::new(RwLock::new(State { tree, queue: Some(tx) }));
-        let writer =
-            Writer { rx, disk, state: Arc::downgrade(&state), interval: Duration::from_millis(options.checkpoint_ms) };
+        let files = Disk::new(root.clone(), options.fsync);
+        let writer = Writer {
+            rx,
+            disk,
+            files,
+            state: Arc::downgrade(&state),
+            interval: Duration::from_millis(options.checkpoint_ms),
+        };
         let thread = std::thread::Builder::new().name("sunfish-fs-writer".into()).spawn(move || writer.run())?;
         let checker = Disk::new(root.clone(), options.fsync);
         Ok(FsBackend { state, root, checker, thread: Mutex::new(Some(thread)) })

@@ -57,42 +57,49 @@ pub(crate) fn recover(disk: &mut Disk) -> io::Result<()> {
     disk.remove_journal()
 }
 
-/// Replays the write-ahead log onto the tree read from the files, then writes the files it
-/// names from the result (a checkpoint) and empties the log. A torn last line (never
-/// acknowledged) is dropped with a warning.
+/// Replays the write-ahead log's files onto the tree read from the files, in order, then
+/// writes the files they name from the result (a checkpoint) and removes the log files. A torn
+/// last line (never acknowledged) is dropped with a warning.
 ///
 /// # Errors
-/// The log cannot be read, or the checkpoint fails (the log then stays for the next attempt).
+/// A log file cannot be read, or the checkpoint fails (the log then stays for the next attempt).
 pub(crate) fn replay(disk: &mut Disk, tree: &mut ResourceTree) -> io::Result<()> {
-    let Some(bytes) = disk.read_log()? else { return Ok(()) };
-    let (entries, stop) = journal::decode_log(&bytes);
-    if let Some(reason) = stop {
-        warn!(log = %disk.log_path().display(), %reason, "the fs storage log ends early; the rest was never acknowledged");
-    }
-    if entries.is_empty() && bytes.is_empty() {
-        return Ok(());
-    }
-    info!(log = %disk.log_path().display(), entries = entries.len(), "replaying the fs storage log");
+    let files = disk.log_files()?;
+    let Some(&(last, _)) = files.last() else { return Ok(()) };
     let mut targets = std::collections::BTreeSet::new();
-    for entry in entries {
-        targets.insert(entry.target());
-        match entry {
-            Entry::Put(p, body) => tree.restore(p, Some(body.into_value())),
-            Entry::Append(collection, member) => {
-                tree.restore_append(&collection, &member);
-            }
-            Entry::Remove(p) => tree.restore(p, None),
-            Entry::KvPut(ns, key, value) => {
-                let _ = tree.kv_put(&ns, &key, value);
-            }
-            Entry::KvRemove(ns, key) => {
-                let _ = tree.kv_delete(&ns, &key);
+    let mut count = 0usize;
+    for (_, path) in &files {
+        if !fs::symlink_metadata(path)?.is_file() {
+            return Err(io::Error::other(format!("{} is not a regular file", path.display())));
+        }
+        let (entries, stop) = journal::decode_log(&fs::read(path)?);
+        if let Some(reason) = stop {
+            warn!(log = %path.display(), %reason, "an fs storage log file ends early; the rest was never acknowledged");
+        }
+        count += entries.len();
+        for entry in entries {
+            targets.insert(entry.target());
+            match entry {
+                Entry::Put(p, body) => tree.restore(p, Some(body.into_value())),
+                Entry::Append(collection, member) => {
+                    tree.restore_append(&collection, &member);
+                }
+                Entry::Remove(p) => tree.restore(p, None),
+                Entry::KvPut(ns, key, value) => {
+                    let _ = tree.kv_put(&ns, &key, value);
+                }
+                Entry::KvRemove(ns, key) => {
+                    let _ = tree.kv_delete(&ns, &key);
+                }
             }
         }
     }
+    info!(files = files.len(), entries = count, "replayed the fs storage log");
     let ops = writer::snapshot(tree, targets);
     writer::apply(disk, &ops)?;
-    disk.reset_log()
+    disk.remove_logs(last)?;
+    disk.continue_logs_after(last);
+    Ok(())
 }
 
 /// Reads the resources (warning about files it skips) and the private records into a new tree

@@ -172,11 +172,13 @@ async fn log_is_replayed() {
         log.push(b'\n');
     }
     log.extend(br#"{"wal": 1, "entries": [{"op": "remove", "path": "/redfish/v1/Systems/1"}"#);
-    let lpath = dir.path().join(".sunfish/wal.jsonl");
-    write(&lpath, &log);
+    // Two log files: the first ended by a checkpoint the crash interrupted.
+    let (first, second) = log.split_at(log.iter().position(|b| *b == b'\n').unwrap() + 1);
+    write(&dir.path().join(".sunfish/wal-0000000000000007.jsonl"), first);
+    write(&dir.path().join(".sunfish/wal-0000000000000008.jsonl"), second);
 
     let b = open(dir.path()).await;
-    assert_eq!(std::fs::metadata(&lpath).map(|m| m.len()).unwrap_or(0), 0, "the log is emptied");
+    assert_eq!(log_bytes(dir.path()), "", "the log files are removed");
     assert_eq!(b.get(&p("/redfish/v1/Systems/9")).await.unwrap().value(), &system("/redfish/v1/Systems/9"));
     let systems = b.get(&p("/redfish/v1/Systems")).await.unwrap().value().clone();
     let ids: Vec<&str> =
@@ -196,8 +198,26 @@ async fn log_is_replayed() {
     assert!(!dir.path().join("Systems/1/Bios").exists());
     assert!(dir.path().join(".sunfish/kv/aliases/k.json").is_file());
     assert!(!dir.path().join(".sunfish/kv/aliases/gone.json").exists());
+    // Numbering goes on after the replayed files.
+    b.patch(&p("/redfish/v1/Systems/9"), json!({"AssetTag": "x"}), None).await.unwrap();
+    assert!(dir.path().join(".sunfish/wal-0000000000000009.jsonl").is_file());
     b.close().await.unwrap();
-    assert!(!lpath.exists(), "a closed store has no log");
+    assert_eq!(log_files(dir.path()), Vec::<String>::new(), "a closed store has no log");
+}
+
+/// The names of the write-ahead log's files.
+fn log_files(root: &Path) -> Vec<String> {
+    let mut out: Vec<String> = std::fs::read_dir(root.join(".sunfish"))
+        .map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .unwrap_or_default();
+    out.retain(|n| n.starts_with("wal-"));
+    out.sort();
+    out
+}
+
+/// The write-ahead log's content, its files in order.
+fn log_bytes(root: &Path) -> String {
+    log_files(root).iter().map(|n| std::fs::read_to_string(root.join(".sunfish").join(n)).unwrap()).collect()
 }
 
 /// Creates are logged as appends of one link, not as copies of their growing collection; the
@@ -215,7 +235,7 @@ async fn creates_are_logged_as_appends() {
         let path = format!("/redfish/v1/Systems/n{i}");
         b.create(&p("/redfish/v1/Systems"), system(&path), None).await.unwrap();
     }
-    let log = std::fs::read_to_string(dir.path().join(".sunfish/wal.jsonl")).unwrap();
+    let log = log_bytes(dir.path());
     assert_eq!(log.matches(r#""op":"append""#).count(), 300);
     assert!(!log.contains("Members"), "no collection content in the log");
     assert!(log.len() < 300 * 400, "{} bytes for 300 small creates", log.len());
@@ -230,8 +250,8 @@ async fn creates_are_logged_as_appends() {
     assert_eq!(contents(&b).await, in_memory);
 }
 
-/// Without close, a checkpoint writes the changed files within `checkpoint_ms`, and empties
-/// the log.
+/// Without close, a checkpoint writes the changed files within `checkpoint_ms`, and removes
+/// the log files it covers.
 #[tokio::test]
 async fn checkpoints_write_files_while_running() {
     let dir = tempfile::tempdir().unwrap();
@@ -240,10 +260,9 @@ async fn checkpoints_write_files_while_running() {
     b.create(&p("/redfish/v1/Systems"), system("/redfish/v1/Systems/c"), None).await.unwrap();
     b.patch(&p("/redfish/v1/Systems/1"), json!({"AssetTag": "checkpointed"}), None).await.unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    let log = dir.path().join(".sunfish/wal.jsonl");
     loop {
         let file = std::fs::read_to_string(dir.path().join("Systems/1/index.json")).unwrap_or_default();
-        let emptied = std::fs::metadata(&log).map(|m| m.len() == 0).unwrap_or(false);
+        let emptied = log_files(dir.path()).is_empty();
         if file.contains("checkpointed") && dir.path().join("Systems/c/index.json").is_file() && emptied {
             break;
         }
