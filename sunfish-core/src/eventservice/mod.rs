@@ -67,6 +67,9 @@ const TOPIC_SUB: &str = "subscription";
 const TOPIC_SETTINGS: &str = "eventservice";
 /// The store-wide counter event ids come from.
 const EVENT_IDS: &str = "eventid";
+/// Log entries beyond `replay_limit` that make a publish trim the log: a log no worker drains
+/// (no subscribers, only SSE) stays bounded, and is trimmed in batches, not per publish.
+const TRIM_BATCH: usize = 64;
 
 /// Delivers one envelope over HTTP. The server implements it with its HTTP client; tests use
 /// fakes. Implementations must not follow redirects off the allowed hosts.
@@ -1125,6 +1128,9 @@ impl Reservation {
                 return Err(e);
             }
         }
+        if service.log.read().len() > service.config.replay_limit + TRIM_BATCH {
+            service.trim();
+        }
         if let Err(e) = service.storage.notify(TOPIC_LOG, &key).await {
             // The others still find the entry when they next catch up from the store.
             warn!(error = %e, "event log notification not sent");
@@ -1292,10 +1298,14 @@ mod tests {
     }
 
     fn fixture() -> Fixture {
+        fixture_with(EventServiceConfig::default())
+    }
+
+    fn fixture_with(config: EventServiceConfig) -> Fixture {
         let (tx, calls) = mpsc::unbounded_channel();
         let store = Arc::new(GatedStore { kv: Mutex::new(BTreeMap::new()), calls: tx });
         let recorder = Arc::new(Recorder::default());
-        let service = EventService::new(store.clone(), Arc::new(recorder.clone()), EventServiceConfig::default());
+        let service = EventService::new(store.clone(), Arc::new(recorder.clone()), config);
         Fixture { service, store, calls, recorder }
     }
 
@@ -1482,5 +1492,29 @@ mod tests {
         assert_eq!(received("/early"), keys);
         assert_eq!(received("/late"), keys[N / 2 + 1..].to_vec());
         f.service.stop();
+    }
+
+    /// With nobody draining it (no subscribers), the log is trimmed by publishing, in batches:
+    /// it never holds more than `replay_limit + TRIM_BATCH` entries, in memory or in the store.
+    #[tokio::test]
+    async fn publishing_keeps_an_undrained_log_bounded() {
+        let mut f = fixture_with(EventServiceConfig { replay_limit: 4, ..Default::default() });
+        let mut calls = std::mem::replace(&mut f.calls, mpsc::unbounded_channel().1);
+        tokio::spawn(async move {
+            while let Some((_, answer)) = calls.recv().await {
+                let _ = answer.send(true);
+            }
+        });
+        let logged = |f: &Fixture| f.store.kv.lock().keys().filter(|(ns, _)| ns == NS_LOG).count();
+        for n in 0..3 * TRIM_BATCH {
+            assert!(f.service.publish(event(n)).await.is_ok());
+            assert!(f.service.log.read().len() <= 4 + TRIM_BATCH, "log of {}", f.service.log.read().len());
+        }
+        assert!(f.service.log.read().len() < 3 * TRIM_BATCH);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while logged(&f) > 4 + TRIM_BATCH {
+            assert!(tokio::time::Instant::now() < deadline, "{} entries left in the store", logged(&f));
+            tokio::task::yield_now().await;
+        }
     }
 }
