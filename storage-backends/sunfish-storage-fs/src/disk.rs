@@ -32,8 +32,15 @@ pub(crate) const JOURNAL_FILE: &str = "journal.json";
 const LOG_PREFIX: &str = "wal-";
 /// See [`LOG_PREFIX`].
 const LOG_SUFFIX: &str = ".jsonl";
-/// The private records' folder inside [`PRIVATE_DIR`]: `kv/<ns>/<key>.json`.
+/// The private records' folder of earlier versions inside [`PRIVATE_DIR`]: `kv/<ns>/<key>.json`,
+/// one file per record. Read at open; a namespace's folder is removed once its records file
+/// is written.
 pub(crate) const KV_DIR: &str = "kv";
+/// The private records' folder inside [`PRIVATE_DIR`]: `records/<ns>.json`, one JSON object
+/// per namespace (key → value). One file per namespace, because some namespaces are queues
+/// (the event log) whose records live for seconds: a file each cost an inode created and
+/// deleted per event.
+pub(crate) const RECORDS_DIR: &str = "records";
 /// The file holding a resource inside its folder.
 const INDEX_FILE: &str = "index.json";
 /// Suffix of private record files.
@@ -91,6 +98,11 @@ impl Disk {
         self.private_dir().join(format!("{LOG_PREFIX}{seq:016}{LOG_SUFFIX}"))
     }
 
+    /// `<root>/.sunfish/records`.
+    pub(crate) fn records_root(&self) -> PathBuf {
+        self.private_dir().join(RECORDS_DIR)
+    }
+
     /// `<root>/.sunfish/kv`.
     pub(crate) fn kv_root(&self) -> PathBuf {
         self.private_dir().join(KV_DIR)
@@ -107,6 +119,7 @@ impl Disk {
     fn location(&self, target: &Target) -> (PathBuf, String) {
         match target {
             Target::Resource(path) => (self.resource_dir(path), INDEX_FILE.to_string()),
+            Target::Namespace(ns) => (self.records_root(), format!("{ns}{KV_SUFFIX}")),
             Target::Kv { ns, key } => (self.kv_root().join(ns), format!("{key}{KV_SUFFIX}")),
         }
     }
@@ -162,7 +175,7 @@ impl Disk {
         // the folders leading to it must be real; a record's folder must be real itself.
         let way = match target {
             Target::Resource(_) => dir.parent().unwrap_or(&dir),
-            Target::Kv { .. } => &dir,
+            Target::Kv { .. } | Target::Namespace(_) => &dir,
         };
         Ok(self.blocked(way)?.is_none().then_some(dir))
     }
@@ -201,7 +214,11 @@ impl Disk {
     pub(crate) fn apply(&mut self, op: &Op) -> io::Result<()> {
         self.check(op)?;
         let (dir, name) = self.location(&op.target);
-        match (&op.target, &op.content) {
+        let applied = match (&op.target, &op.content) {
+            (Target::Namespace(_), Some(body)) => {
+                let bytes = serde_json::to_vec(body.value()).map_err(io::Error::other)?;
+                self.write_atomic(&dir, &name, &bytes, false)
+            }
             (_, Some(body)) => {
                 let bytes = pretty(body.value())?;
                 self.write_atomic(&dir, &name, &bytes, false)
@@ -209,13 +226,21 @@ impl Disk {
             (target, None) => match (target, self.removal_dir(target)?) {
                 (_, None) => Ok(()),
                 (Target::Resource(_), Some(dir)) => remove_tree(&dir),
-                (Target::Kv { .. }, Some(dir)) => match fs::remove_file(dir.join(&name)) {
+                (Target::Kv { .. } | Target::Namespace(_), Some(dir)) => match fs::remove_file(dir.join(&name)) {
                     Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
                     _ => Ok(()),
                 },
             },
-        }
-        .map_err(|e| io::Error::new(e.kind(), format!("{}/{name}: {e}", dir.display())))
+        };
+        // The namespace's records are in their file now: the earlier versions' folder goes.
+        applied
+            .and_then(|()| match &op.target {
+                Target::Namespace(ns) if self.blocked(&self.kv_root())?.is_none() => {
+                    remove_tree(&self.kv_root().join(ns))
+                }
+                _ => Ok(()),
+            })
+            .map_err(|e| io::Error::new(e.kind(), format!("{}/{name}: {e}", dir.display())))
     }
 
     /// Appends `bytes` (whole log lines) to the write-ahead log's current file and makes them

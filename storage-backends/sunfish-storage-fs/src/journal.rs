@@ -50,7 +50,9 @@ const WAL_VERSION: u32 = 1;
 pub(crate) enum Target {
     /// A resource's `index.json` (and, on removal, its folder).
     Resource(ResourcePath),
-    /// A private record's file.
+    /// All the records of one namespace, in one file: what checkpoints write.
+    Namespace(String),
+    /// A private record's own file: the layout of earlier versions (their journals name it).
     Kv {
         /// Namespace, a valid path segment.
         ns: String,
@@ -116,13 +118,13 @@ impl Entry {
     pub(crate) fn target(&self) -> Target {
         match self {
             Entry::Put(p, _) | Entry::Append(p, _) | Entry::Remove(p) => Target::Resource(p.clone()),
-            Entry::KvPut(ns, key, _) | Entry::KvRemove(ns, key) => Target::Kv { ns: ns.clone(), key: key.clone() },
+            Entry::KvPut(ns, _, _) | Entry::KvRemove(ns, _) => Target::Namespace(ns.clone()),
         }
     }
 
-    /// Whether the entry removes its target.
+    /// Whether the entry removes its target (a record's removal rewrites its namespace's file).
     pub(crate) fn is_removal(&self) -> bool {
-        matches!(self, Entry::Remove(_) | Entry::KvRemove(..))
+        matches!(self, Entry::Remove(_))
     }
 }
 

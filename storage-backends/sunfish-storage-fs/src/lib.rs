@@ -7,7 +7,8 @@
 //! <root>/index.json                          the service root /redfish/v1
 //! <root>/Systems/index.json                  /redfish/v1/Systems
 //! <root>/Systems/1/index.json                /redfish/v1/Systems/1
-//! <root>/.sunfish/kv/<ns>/<key>.json         private records (kv_*), never resources
+//! <root>/.sunfish/records/<ns>.json          private records (kv_*) of a namespace, never resources
+//! <root>/.sunfish/kv/<ns>/<key>.json         the same, as earlier versions wrote them (read)
 //! <root>/.sunfish/wal-<n>.jsonl              write-ahead log files since the last checkpoint
 //! ```
 //! Resource files are pretty JSON with 4-space indentation, keys in stored order. A reference

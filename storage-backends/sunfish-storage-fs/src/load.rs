@@ -125,22 +125,64 @@ pub(crate) fn load(disk: &Disk, first_revision: u64) -> io::Result<ResourceTree>
     Ok(tree)
 }
 
-/// Every `<root>/.sunfish/kv/<ns>/<key>.json`. Links, temporary files (names starting with a
-/// dot), invalid names and unparsable files are skipped, the last two with a warning.
-fn read_records(disk: &Disk) -> io::Result<Vec<(String, String, Value)>> {
-    let kv_root = disk.kv_root();
-    match fs::symlink_metadata(&kv_root) {
-        Ok(m) if m.is_dir() => {}
-        Ok(_) => return Err(io::Error::other(format!("{} is not a directory", kv_root.display()))),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(e),
+/// Whether `dir` is a real folder (`false` when missing).
+///
+/// # Errors
+/// It is something else, or cannot be examined.
+fn real_dir(dir: &std::path::Path) -> io::Result<bool> {
+    match fs::symlink_metadata(dir) {
+        Ok(m) if m.is_dir() => Ok(true),
+        Ok(_) => Err(io::Error::other(format!("{} is not a directory", dir.display()))),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e),
     }
+}
+
+/// Every private record: each `<root>/.sunfish/records/<ns>.json` (an object, key → value),
+/// then, for namespaces without one, the earlier versions' `<root>/.sunfish/kv/<ns>/<key>.json`.
+/// Links, temporary files (names starting with a dot), invalid names and unparsable files are
+/// skipped, the last two with a warning.
+fn read_records(disk: &Disk) -> io::Result<Vec<(String, String, Value)>> {
     let mut out = Vec::new();
+    let mut seen = std::collections::BTreeSet::new();
+    let records_root = disk.records_root();
+    if real_dir(&records_root)? {
+        for file in fs::read_dir(&records_root)?.flatten() {
+            let file_name = file.file_name();
+            let Some(name) = file_name.to_str() else { continue };
+            if name.starts_with('.') || !file.file_type().is_ok_and(|t| t.is_file()) {
+                continue;
+            }
+            let Some(ns) = valid_name(&file.path(), name.strip_suffix(KV_SUFFIX)) else { continue };
+            let parsed = fs::read(file.path())
+                .map_err(|e| e.to_string())
+                .and_then(|b| serde_json::from_slice::<serde_json::Map<String, Value>>(&b).map_err(|e| e.to_string()));
+            match parsed {
+                Ok(records) => {
+                    for (key, value) in records {
+                        if let Some(key) = valid_name(&file.path(), Some(&key)) {
+                            out.push((ns.clone(), key, value));
+                        }
+                    }
+                    seen.insert(ns);
+                }
+                Err(reason) => warn!(file = %file.path().display(), %reason, "skipping a records file"),
+            }
+        }
+    }
+    let kv_root = disk.kv_root();
+    if !real_dir(&kv_root)? {
+        return Ok(out);
+    }
     for ns_entry in fs::read_dir(&kv_root)?.flatten() {
         if !ns_entry.file_type().is_ok_and(|t| t.is_dir()) {
             continue;
         }
         let Some(ns) = valid_name(&ns_entry.path(), ns_entry.file_name().to_str()) else { continue };
+        if seen.contains(&ns) {
+            // A records file is written before its namespace's folder is removed: it wins.
+            continue;
+        }
         let files = match fs::read_dir(ns_entry.path()) {
             Ok(files) => files,
             Err(e) => {

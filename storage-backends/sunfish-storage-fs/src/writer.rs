@@ -331,6 +331,10 @@ pub(crate) fn snapshot(tree: &ResourceTree, targets: BTreeSet<Target>) -> Vec<Op
     for target in targets {
         let content = match &target {
             Target::Resource(p) => tree.get(p).ok().map(Body::Resource),
+            Target::Namespace(ns) => {
+                let records: serde_json::Map<String, serde_json::Value> = tree.kv_list(ns).into_iter().collect();
+                (!records.is_empty()).then_some(Body::Value(serde_json::Value::Object(records)))
+            }
             Target::Kv { ns, key } => tree.kv_get(ns, key).map(Body::Value),
         };
         let op = Op { target, content };

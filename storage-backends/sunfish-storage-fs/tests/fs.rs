@@ -86,8 +86,9 @@ async fn persists_across_reopen() {
     let file = std::fs::read_to_string(root.join("Systems/2/index.json")).unwrap();
     let expected = "{\n    \"@odata.id\": \"/redfish/v1/Systems/2\",\n    \"@odata.type\": \"#ComputerSystem.v1_22_0.ComputerSystem\",\n    \"Id\": \"2\",\n    \"Name\": \"two\"\n}\n";
     assert_eq!(file, expected);
-    assert!(root.join(".sunfish/kv/sessions/a.json").is_file());
-    assert!(!root.join(".sunfish/kv/sessions/b.json").exists());
+    let records: Value =
+        serde_json::from_slice(&std::fs::read(root.join(".sunfish/records/sessions.json")).unwrap()).unwrap();
+    assert_eq!(records, json!({"a": {"user": "x"}}), "one file per record namespace");
 
     let b = open(dir.path()).await;
     assert_eq!(contents(&b).await, before);
@@ -97,6 +98,35 @@ async fn persists_across_reopen() {
     assert_eq!(b.kv_list("sessions").await.unwrap(), vec![("a".to_string(), json!({"user": "x"}))]);
     assert_ne!(b.get(&p("/redfish/v1/Systems/2")).await.unwrap().revision(), revision, "ETags move on after a restart");
     b.close().await.unwrap();
+}
+
+/// A store of an earlier version, with one file per record (`.sunfish/kv/<ns>/<key>.json`),
+/// is read as it is; the first checkpoint that changes a namespace writes its records file and
+/// removes its old folder; a namespace nobody changes keeps its old files.
+#[tokio::test]
+async fn records_of_earlier_versions_are_read_and_moved() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = open(dir.path()).await;
+    b.import(fixture()).await.unwrap();
+    b.close().await.unwrap();
+    drop(b);
+    write(&dir.path().join(".sunfish/kv/sessions/a.json"), br#"{"user": "x"}"#);
+    write(&dir.path().join(".sunfish/kv/sessions/b.json"), b"2");
+    write(&dir.path().join(".sunfish/kv/aliases/k.json"), b"[1]");
+
+    let b = open(dir.path()).await;
+    assert_eq!(
+        b.kv_list("sessions").await.unwrap(),
+        vec![("a".to_string(), json!({"user": "x"})), ("b".to_string(), json!(2))]
+    );
+    b.kv_delete("sessions", "b").await.unwrap();
+    b.close().await.unwrap();
+    drop(b);
+    assert!(!dir.path().join(".sunfish/kv/sessions").exists(), "the old folder is gone");
+    assert!(dir.path().join(".sunfish/kv/aliases/k.json").is_file(), "untouched namespaces stay");
+    let b = open(dir.path()).await;
+    assert_eq!(b.kv_list("sessions").await.unwrap(), vec![("a".to_string(), json!({"user": "x"}))]);
+    assert_eq!(b.kv_get("aliases", "k").await.unwrap(), Some(json!([1])));
 }
 
 /// A complete journal found at open is applied (puts, folder removals, records) and deleted.
@@ -196,8 +226,9 @@ async fn log_is_replayed() {
     assert_eq!(on_disk, systems);
     assert!(dir.path().join("Systems/9/index.json").is_file());
     assert!(!dir.path().join("Systems/1/Bios").exists());
-    assert!(dir.path().join(".sunfish/kv/aliases/k.json").is_file());
-    assert!(!dir.path().join(".sunfish/kv/aliases/gone.json").exists());
+    let records: Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join(".sunfish/records/aliases.json")).unwrap()).unwrap();
+    assert_eq!(records, json!({"k": {"v": 1}}));
     // Numbering goes on after the replayed files.
     b.patch(&p("/redfish/v1/Systems/9"), json!({"AssetTag": "x"}), None).await.unwrap();
     assert!(dir.path().join(".sunfish/wal-0000000000000009.jsonl").is_file());
@@ -375,12 +406,15 @@ async fn symlinks_are_not_followed() {
         let err = b.import(vec![(p(path), json!({"@odata.id": path}))]).await.unwrap_err();
         assert!(matches!(err, Error::Storage { .. }), "{path}: {err:?}");
     }
-    let err = b.kv_put("evil", "k", json!(1)).await.unwrap_err();
-    assert!(matches!(err, Error::Storage { .. }), "{err:?}");
+    // Records now go to `.sunfish/records/evil.json`; the link where earlier versions kept
+    // that namespace is unlinked, not followed.
+    b.kv_put("evil", "k", json!(1)).await.unwrap();
     // The folder of Systems/1 holds the link; removing the folder unlinks it, nothing more.
     b.delete(&p("/redfish/v1/Systems/1"), None).await.unwrap();
     b.close().await.unwrap();
     assert!(!root.join("Systems/1").exists());
+    assert!(std::fs::symlink_metadata(root.join(".sunfish/kv/evil")).is_err(), "the link is gone");
+    assert!(root.join(".sunfish/records/evil.json").is_file());
     assert_eq!(snapshot(outside.path()), outside_before);
 }
 
