@@ -15,6 +15,11 @@ use sunfish_storage_memory as _;
 
 use sunfish_agent::{AgentConfig, Overrides};
 
+/// mimalloc instead of the system allocator, as in sunfish-server (many small JSON values).
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Sunfish agent: serves a device's Redfish tree, applies writes through a hardware manager and
 /// registers with an upstream Sunfish service.
 #[derive(Parser, Debug)]
