@@ -100,6 +100,16 @@ fn bench(c: &mut Criterion) {
             t.create(&coll, member, None).expect("create")
         })
     });
+    // A delete looks for links into what it removes in every stored resource.
+    let mut big = tree(100_000);
+    let spare = system(200_000);
+    let spare_path = ResourcePath::parse("/redfish/v1/Systems/200000").expect("path");
+    c.bench_function("tree: create then delete a member among 100,000 systems", |b| {
+        b.iter(|| {
+            big.create(&coll, spare.clone(), None).expect("create");
+            big.delete(&spare_path, None).expect("delete")
+        })
+    });
 }
 
 criterion_group!(benches, bench);
