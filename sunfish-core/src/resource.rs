@@ -203,6 +203,22 @@ pub fn remove_links(value: &mut Value, gone: &ResourcePath) -> bool {
     walk(value, &points_at_gone, true)
 }
 
+/// Lists `member` at the end of a collection's `Members` (made an array if it is missing or
+/// something else) and sets `Members@odata.count`: what a create does to its collection.
+pub fn append_member(collection: &mut Value, member: &ResourcePath) {
+    if let Some(obj) = collection.as_object_mut() {
+        let members = obj.entry("Members").or_insert_with(|| Value::Array(Vec::new()));
+        if !members.is_array() {
+            *members = Value::Array(Vec::new());
+        }
+        if let Value::Array(list) = members {
+            list.push(link(member.as_str()));
+            let n = list.len();
+            obj.insert("Members@odata.count".into(), Value::from(n));
+        }
+    }
+}
+
 /// Whether `v` is a link (a string, or an object with only `@odata.id`) to `gone` or below it.
 fn points_within(v: &Value, gone: &ResourcePath) -> bool {
     let target = match v {

@@ -9,7 +9,7 @@ use std::ops::Bound;
 
 use serde_json::Value;
 
-use crate::resource::{has_links, link, merge_patch, remove_links};
+use crate::resource::{append_member, has_links, link, merge_patch, remove_links};
 use crate::{Error, Operation, Resource, ResourcePath, Result};
 
 /// One effect of a mutation, for persistence.
@@ -234,17 +234,7 @@ impl ResourceTree {
                 template
             }
         };
-        if let Some(obj) = coll_value.as_object_mut() {
-            let members = obj.entry("Members").or_insert_with(|| Value::Array(Vec::new()));
-            if !members.is_array() {
-                *members = Value::Array(Vec::new());
-            }
-            if let Value::Array(list) = members {
-                list.push(link(member_path.as_str()));
-                let n = list.len();
-                obj.insert("Members@odata.count".into(), Value::from(n));
-            }
-        }
+        append_member(&mut coll_value, &member_path);
         let stored = self.put(member_path.clone(), member, &mut changes);
         match appended {
             Some((revision, count)) => {
@@ -398,17 +388,7 @@ impl ResourceTree {
             return false;
         }
         let mut value = self.resources.remove(collection).map(Resource::into_value).unwrap_or_default();
-        if let Some(obj) = value.as_object_mut() {
-            let members = obj.entry("Members").or_insert_with(|| Value::Array(Vec::new()));
-            if !members.is_array() {
-                *members = Value::Array(Vec::new());
-            }
-            if let Value::Array(list) = members {
-                list.push(link(member.as_str()));
-                let n = list.len();
-                obj.insert("Members@odata.count".into(), Value::from(n));
-            }
-        }
+        append_member(&mut value, member);
         let res = Resource::new(value, self.bump());
         self.resources.insert(collection.clone(), res);
         true

@@ -26,7 +26,7 @@ use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use serde::Deserialize;
 use serde_json::{Map, Value};
-use sunfish_core::resource::{link, merge_patch, remove_links};
+use sunfish_core::resource::{append_member, link, merge_patch, remove_links};
 use sunfish_core::tree::check_kv_name;
 use sunfish_core::{
     register_storage_backend, Error, Notification, Operation, PluginOptions, Resource, ResourcePath, Result,
@@ -345,17 +345,7 @@ async fn create_tx(
     };
     let rev: i64 = row.get(0);
     let mut cv = coll.value().clone();
-    if let Some(obj) = cv.as_object_mut() {
-        let members = obj.entry("Members").or_insert_with(|| Value::Array(Vec::new()));
-        if !members.is_array() {
-            *members = Value::Array(Vec::new());
-        }
-        if let Value::Array(list) = members {
-            list.push(link(member_path.as_str()));
-            let n = list.len();
-            obj.insert("Members@odata.count".into(), Value::from(n));
-        }
-    }
+    append_member(&mut cv, &member_path);
     put(tx, collection, cv).await?;
     Ok(Resource::new(member.clone(), rev as u64))
 }
