@@ -219,17 +219,23 @@ pub fn append_member(collection: &mut Value, member: &ResourcePath) {
     }
 }
 
-/// Whether `v` is a link (a string, or an object with only `@odata.id`) to `gone` or below it.
-fn points_within(v: &Value, gone: &ResourcePath) -> bool {
-    let target = match v {
-        Value::String(s) => s.as_str(),
+/// The target text of `v` if it is a link: a string, or an object whose only property is
+/// `@odata.id`.
+fn link_text(v: &Value) -> Option<&str> {
+    match v {
+        Value::String(s) => Some(s),
         // The only entry, read without hashing its key (this runs for every small object).
         Value::Object(o) if o.len() == 1 => match o.iter().next() {
-            Some((k, Value::String(t))) if k == "@odata.id" => t.as_str(),
-            _ => return false,
+            Some((k, Value::String(t))) if k == "@odata.id" => Some(t),
+            _ => None,
         },
-        _ => return false,
-    };
+        _ => None,
+    }
+}
+
+/// Whether `v` is a link (a string, or an object with only `@odata.id`) to `gone` or below it.
+fn points_within(v: &Value, gone: &ResourcePath) -> bool {
+    let Some(target) = link_text(v) else { return false };
     // Parsing a link only drops a fragment, empty segments (`//`) and percent-escapes; without
     // the last two, a link within `gone` contains its text as written. Checking that first
     // spares a parse (and its allocation) for nearly every string of the store on a delete.
@@ -240,13 +246,12 @@ fn points_within(v: &Value, gone: &ResourcePath) -> bool {
     ResourcePath::parse_link(target).is_ok_and(|p| p.is_within(gone))
 }
 
-/// Whether [`remove_links`] would find a link to `gone` (or below it) in `value`, without
-/// copying or changing it: a delete asks this of every stored resource and copies only those
-/// that answer yes (copying them all made a delete cost the size of the whole store).
-pub fn has_links(value: &Value, gone: &ResourcePath) -> bool {
-    let points_at_gone = |v: &Value| points_within(v, gone);
-    // Mirrors `remove_links`' walk: the same nodes, the same predicate.
-    fn walk(v: &Value, f: &dyn Fn(&Value) -> bool, top: bool) -> bool {
+/// Visits every place where [`remove_links`] looks for a link: entries of arrays and values of
+/// object properties, at any depth, except the resource's own top-level `@odata.id`. Strings
+/// that are object property values are not links (`"Name": "/redfish/v1"` is a name). Stops
+/// at, and returns true for, the first place `f` answers true for.
+fn any_link_place(value: &Value, f: &mut dyn FnMut(&Value) -> bool) -> bool {
+    fn walk(v: &Value, f: &mut dyn FnMut(&Value) -> bool, top: bool) -> bool {
         match v {
             Value::Object(map) => map.iter().any(|(k, child)| {
                 if top && k == "@odata.id" {
@@ -262,7 +267,46 @@ pub fn has_links(value: &Value, gone: &ResourcePath) -> bool {
             _ => false,
         }
     }
-    walk(value, &points_at_gone, true)
+    walk(value, f, true)
+}
+
+/// Whether [`remove_links`] would find a link to `gone` (or below it) in `value`, without
+/// copying or changing it: a delete asks this of every resource that may link into what it
+/// removes and copies only those that answer yes.
+pub fn has_links(value: &Value, gone: &ResourcePath) -> bool {
+    any_link_place(value, &mut |v| points_within(v, gone))
+}
+
+/// The resources `value`, stored at `holder`, links to in the places [`remove_links`] looks,
+/// except `holder` itself, its direct children and the service root: the links a delete
+/// elsewhere in the tree could have to prune. A resource's links to its own children are left
+/// out because a delete finds those without an index (the only resource outside a deleted
+/// subtree that links to a child inside it is the subtree's parent), and they are most links
+/// of the store (every collection member). Unsorted, may repeat.
+pub fn cross_links(holder: &ResourcePath, value: &Value) -> Vec<ResourcePath> {
+    let mut out = Vec::new();
+    any_link_place(value, &mut |v| {
+        let Some(text) = link_text(v) else { return false };
+        // Every parsable link names `redfish` literally; most strings are not links.
+        if !text.contains("redfish") {
+            return false;
+        }
+        // A child link as written (`<holder>/<segment>`), recognised without parsing.
+        let plain_child = text
+            .strip_prefix(holder.as_str())
+            .and_then(|rest| rest.strip_prefix('/'))
+            .is_some_and(|seg| !seg.is_empty() && !seg.contains(['/', '%', '#', '?']) && !seg.starts_with('.'));
+        if plain_child {
+            return false;
+        }
+        if let Ok(target) = ResourcePath::parse_link(text) {
+            if !target.is_root() && &target != holder && target.parent().as_ref() != Some(holder) {
+                out.push(target);
+            }
+        }
+        false
+    });
+    out
 }
 
 #[cfg(test)]

@@ -4,12 +4,12 @@
 //! persistent backend writes out. Callers serialize mutations (one lock); the tree itself is
 //! plain data.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Bound;
 
 use serde_json::Value;
 
-use crate::resource::{append_member, has_links, link, merge_patch, remove_links};
+use crate::resource::{append_member, cross_links, has_links, link, merge_patch, remove_links};
 use crate::{Error, Operation, Resource, ResourcePath, Result};
 
 /// One effect of a mutation, for persistence.
@@ -22,6 +22,10 @@ pub enum Change {
     /// updated. A persistent backend can log this instead of the whole collection, whose size
     /// grows with every create; the full content is the tree's current one.
     Append(ResourcePath, ResourcePath),
+    /// The collection at the first path no longer lists the second path, which was its
+    /// direct member: its content is the previous one without that `Members` entry and with
+    /// `Members@odata.count` updated. The counterpart of [`Change::Append`] for deletes.
+    Unlist(ResourcePath, ResourcePath),
     /// Nothing is stored at this path any more.
     Remove(ResourcePath),
     /// The private record `ns/key` now holds this value.
@@ -42,6 +46,15 @@ enum UndoEntry {
         revision: u64,
         count: Option<Value>,
     },
+    /// A delete dropped the `Members` entry at `index` of this collection, which had this
+    /// revision and count: undone by putting the entry back.
+    Unlist {
+        collection: ResourcePath,
+        index: usize,
+        entry: Value,
+        revision: u64,
+        count: Option<Value>,
+    },
     Kv((String, String), Option<Value>),
 }
 
@@ -49,6 +62,12 @@ enum UndoEntry {
 #[derive(Debug)]
 pub struct ResourceTree {
     resources: BTreeMap<ResourcePath, Resource>,
+    /// Who links where, for deletes: each target path with the resources that link to it,
+    /// for every link [`cross_links`] reports (all but links to a resource's own children).
+    /// A delete reads the targets within what it removes instead of walking the whole store
+    /// under the write lock. Kept by [`ResourceTree::store`], through which every change of
+    /// `resources` goes except appends of a child member, which add no such link.
+    backlinks: BTreeMap<ResourcePath, BTreeSet<ResourcePath>>,
     kv: BTreeMap<(String, String), Value>,
     next_revision: u64,
     /// Previous values of what the open transaction changed ([`ResourceTree::begin`]).
@@ -61,6 +80,7 @@ impl ResourceTree {
     pub fn new(first_revision: u64) -> Self {
         ResourceTree {
             resources: BTreeMap::new(),
+            backlinks: BTreeMap::new(),
             kv: BTreeMap::new(),
             next_revision: first_revision.max(1),
             undo: None,
@@ -82,11 +102,8 @@ impl ResourceTree {
     pub fn rollback(&mut self) {
         for entry in self.undo.take().unwrap_or_default().into_iter().rev() {
             match entry {
-                UndoEntry::Resource(p, Some(r)) => {
-                    self.resources.insert(p, r);
-                }
-                UndoEntry::Resource(p, None) => {
-                    self.resources.remove(&p);
+                UndoEntry::Resource(p, r) => {
+                    self.store(p, r);
                 }
                 UndoEntry::Append { collection, revision, count } => {
                     let Some(res) = self.resources.remove(&collection) else { continue };
@@ -94,6 +111,20 @@ impl ResourceTree {
                     if let Some(obj) = value.as_object_mut() {
                         if let Some(Value::Array(list)) = obj.get_mut("Members") {
                             list.pop();
+                        }
+                        match count {
+                            Some(c) => obj.insert("Members@odata.count".into(), c),
+                            None => obj.remove("Members@odata.count"),
+                        };
+                    }
+                    self.resources.insert(collection, Resource::new(value, revision));
+                }
+                UndoEntry::Unlist { collection, index, entry, revision, count } => {
+                    let Some(res) = self.resources.remove(&collection) else { continue };
+                    let mut value = res.into_value();
+                    if let Some(obj) = value.as_object_mut() {
+                        if let Some(Value::Array(list)) = obj.get_mut("Members") {
+                            list.insert(index.min(list.len()), entry);
                         }
                         match count {
                             Some(c) => obj.insert("Members@odata.count".into(), c),
@@ -112,11 +143,31 @@ impl ResourceTree {
         }
     }
 
-    fn set_resource(&mut self, path: ResourcePath, value: Option<Resource>) {
+    /// Sets or removes the resource at `path`, keeping [`ResourceTree::backlinks`] in step;
+    /// returns the previous one.
+    fn store(&mut self, path: ResourcePath, value: Option<Resource>) -> Option<Resource> {
+        let added = value.as_ref().map(|r| cross_links(&path, r.value())).unwrap_or_default();
         let previous = match value {
             Some(r) => self.resources.insert(path.clone(), r),
             None => self.resources.remove(&path),
         };
+        let dropped = previous.as_ref().map(|r| cross_links(&path, r.value())).unwrap_or_default();
+        for target in dropped {
+            if let Some(holders) = self.backlinks.get_mut(&target) {
+                holders.remove(&path);
+                if holders.is_empty() {
+                    self.backlinks.remove(&target);
+                }
+            }
+        }
+        for target in added {
+            self.backlinks.entry(target).or_default().insert(path.clone());
+        }
+        previous
+    }
+
+    fn set_resource(&mut self, path: ResourcePath, value: Option<Resource>) {
+        let previous = self.store(path.clone(), value);
         if let Some(undo) = self.undo.as_mut() {
             undo.push(UndoEntry::Resource(path, previous));
         }
@@ -292,8 +343,7 @@ impl ResourceTree {
         if self.resources.contains_key(path) {
             out.push(path.clone());
         }
-        let lower = format!("{path}/");
-        let upper = format!("{path}0"); // '0' is the byte after '/'
+        let (lower, upper) = below(path);
         let range = (Bound::Included(lower.as_str()), Bound::Excluded(upper.as_str()));
         out.extend(self.resources.range::<str, _>(range).map(|(k, _)| k.clone()));
         out
@@ -312,22 +362,37 @@ impl ResourceTree {
             });
         }
         self.check_revision(path, if_match)?;
+        // Every remaining resource loses its links into the deleted subtree; for the parent this
+        // also drops the collection member entry or the navigation property. Only the parent
+        // and the holders the index lists for targets in the subtree can have such links.
+        let mut holders: BTreeSet<ResourcePath> = path.parent().into_iter().collect();
+        let (lower, upper) = below(path);
+        let within = (Bound::Included(lower.as_str()), Bound::Excluded(upper.as_str()));
+        let targets = self.backlinks.get_key_value(path).into_iter().chain(self.backlinks.range::<str, _>(within));
+        holders.extend(targets.flat_map(|(_, h)| h.iter().filter(|h| !h.is_within(path)).cloned()));
         let removed = self.subtree(path);
         let mut changes = Vec::new();
         for p in &removed {
             self.set_resource(p.clone(), None);
             changes.push(Change::Remove(p.clone()));
         }
-        // Every remaining resource loses its links into the deleted subtree; for the parent this
-        // also drops the collection member entry or the navigation property.
+        // The parent collection's entry is dropped in place, without copying the collection
+        // (that made a delete cost the size of its collection); any other link the parent
+        // still has is pruned below like everyone else's.
+        if let Some(parent) = path.parent() {
+            if self.unlist(&parent, path) {
+                changes.push(Change::Unlist(parent, path.clone()));
+            }
+        }
         let mut touched = Vec::new();
-        for (p, res) in &self.resources {
+        for p in holders {
+            let Some(res) = self.resources.get(&p) else { continue };
             if !has_links(res.value(), path) {
                 continue;
             }
             let mut v = res.value().clone();
             if remove_links(&mut v, path) {
-                touched.push((p.clone(), v));
+                touched.push((p, v));
             }
         }
         for (p, mut v) in touched {
@@ -340,6 +405,31 @@ impl ResourceTree {
             self.put(p, v, &mut changes);
         }
         Ok((removed, changes))
+    }
+
+    /// Drops the first `Members` entry of the collection at `collection` that is a link to
+    /// `member` as written, updating the count; with a transaction open, records how to put
+    /// it back. Returns whether there was such an entry. The index is left as it is: a
+    /// collection's link to its direct member is not in it.
+    fn unlist(&mut self, collection: &ResourcePath, member: &ResourcePath) -> bool {
+        let Some(res) = self.resources.get(collection).filter(|r| r.is_collection()) else { return false };
+        let Some(index) = member_index(res.value(), member) else { return false };
+        let (revision, count) = (res.revision(), res.value().get("Members@odata.count").cloned());
+        let mut value = self.resources.remove(collection).map(Resource::into_value).unwrap_or_default();
+        let mut entry = Value::Null;
+        if let Some(obj) = value.as_object_mut() {
+            if let Some(Value::Array(list)) = obj.get_mut("Members") {
+                entry = list.remove(index);
+                let n = list.len();
+                obj.insert("Members@odata.count".into(), Value::from(n));
+            }
+        }
+        let res = Resource::new(value, self.bump());
+        self.resources.insert(collection.clone(), res);
+        if let Some(undo) = self.undo.as_mut() {
+            undo.push(UndoEntry::Unlist { collection: collection.clone(), index, entry, revision, count });
+        }
+        true
     }
 
     /// Paths directly below `path`.
@@ -366,15 +456,8 @@ impl ResourceTree {
     /// no change set: replaying a persistent backend's log of changes ([`Change::Put`],
     /// [`Change::Remove`]) onto the tree it loaded.
     pub fn restore(&mut self, path: ResourcePath, value: Option<Value>) {
-        match value {
-            Some(v) => {
-                let res = Resource::new(v, self.bump());
-                self.resources.insert(path, res);
-            }
-            None => {
-                self.resources.remove(&path);
-            }
-        }
+        let res = value.map(|v| Resource::new(v, self.bump()));
+        self.store(path, res);
     }
 
     /// Replays a [`Change::Append`]: lists `member` at the end of the collection's `Members`
@@ -383,15 +466,26 @@ impl ResourceTree {
     /// changes nothing.
     pub fn restore_append(&mut self, collection: &ResourcePath, member: &ResourcePath) -> bool {
         let Some(res) = self.resources.get(collection) else { return false };
-        let listed = |m: &Value| m.get("@odata.id").and_then(Value::as_str) == Some(member.as_str());
-        if res.value().get("Members").and_then(Value::as_array).is_some_and(|l| l.iter().any(listed)) {
+        if member_index(res.value(), member).is_some() {
             return false;
         }
         let mut value = self.resources.remove(collection).map(Resource::into_value).unwrap_or_default();
         append_member(&mut value, member);
         let res = Resource::new(value, self.bump());
         self.resources.insert(collection.clone(), res);
+        // A create only appends direct children, which the index leaves out; a log written
+        // otherwise still leaves the index right.
+        if member.parent().as_ref() != Some(collection) {
+            self.backlinks.entry(member.clone()).or_default().insert(collection.clone());
+        }
         true
+    }
+
+    /// Replays a [`Change::Unlist`]: drops `member`'s entry from the collection's `Members` if
+    /// it is there (a replay over files without it changes nothing). Returns whether anything
+    /// changed.
+    pub fn restore_unlist(&mut self, collection: &ResourcePath, member: &ResourcePath) -> bool {
+        self.unlist(collection, member)
     }
 
     /// A private record.
@@ -416,6 +510,19 @@ impl ResourceTree {
     pub fn kv_list(&self, ns: &str) -> Vec<(String, Value)> {
         self.kv.iter().filter(|((n, _), _)| n == ns).map(|((_, k), v)| (k.clone(), v.clone())).collect()
     }
+}
+
+/// The position of the first `Members` entry of `collection` that links to `member` as
+/// written.
+fn member_index(collection: &Value, member: &ResourcePath) -> Option<usize> {
+    let listed = |m: &Value| m.get("@odata.id").and_then(Value::as_str) == Some(member.as_str());
+    collection.get("Members")?.as_array()?.iter().position(listed)
+}
+
+/// The bounds of the paths strictly below `path` in string order: from `path/` (included) to
+/// `path0` (excluded; `'0'` is the byte after `'/'`).
+fn below(path: &ResourcePath) -> (String, String) {
+    (format!("{path}/"), format!("{path}0"))
 }
 
 /// Checks a private record namespace or key: the same rules as a path segment, so backends may
@@ -482,6 +589,112 @@ mod tests {
             t.paths().iter().map(|q| (q.clone(), t.get(q).unwrap().value().clone())).collect();
         assert_eq!(before, after);
         assert_eq!(t.kv_get("ns", "k"), Some(json!(1)));
+    }
+
+    /// The link index as rebuilt from scratch: what [`ResourceTree::backlinks`] must equal.
+    fn fresh_index(t: &ResourceTree) -> BTreeMap<ResourcePath, BTreeSet<ResourcePath>> {
+        let mut out: BTreeMap<ResourcePath, BTreeSet<ResourcePath>> = BTreeMap::new();
+        for (holder, res) in &t.resources {
+            for target in cross_links(holder, res.value()) {
+                out.entry(target).or_default().insert(holder.clone());
+            }
+        }
+        out
+    }
+
+    /// Deletes prune links found through the index (cross links anywhere, child links of the
+    /// parent) exactly as a walk over the whole store would, and every kind of change, rollback
+    /// included, leaves the index equal to one rebuilt from scratch.
+    #[test]
+    fn deletes_use_the_link_index() {
+        let mut t = ResourceTree::new(1);
+        let coll = |id: &str, members: Value| json!({"@odata.id": id, "@odata.type": "#XCollection.XCollection", "Members": members});
+        t.import(vec![
+            (p("/redfish/v1"), json!({"Systems": {"@odata.id": "/redfish/v1/Systems"}, "Chassis": {"@odata.id": "/redfish/v1/Chassis"}})),
+            (p("/redfish/v1/Systems"), coll("/redfish/v1/Systems", json!([]))),
+            (p("/redfish/v1/Chassis"), coll("/redfish/v1/Chassis", json!([{"@odata.id": "/redfish/v1/Chassis/c"}]))),
+            (
+                p("/redfish/v1/Chassis/c"),
+                json!({
+                    "@odata.id": "/redfish/v1/Chassis/c",
+                    "Name": "/redfish/v1/Systems/a",
+                    "Links": {
+                        "ComputerSystems": [{"@odata.id": "/redfish/v1/Systems/a"}, {"@odata.id": "/redfish/v1/Systems/b"}],
+                        "ComputerSystems@odata.count": 2,
+                        "Deep": {"@odata.id": "/redfish/v1//Systems/a/Bios#/x"},
+                        "Strings": ["/redfish/v1/Systems/a/Memory/1"]
+                    }
+                }),
+            ),
+        ]);
+        for id in ["a", "b"] {
+            let m = json!({"@odata.id": format!("/redfish/v1/Systems/{id}"), "@odata.type": "#X.v1_0_0.X",
+                "Bios": {"@odata.id": format!("/redfish/v1/Systems/{id}/Bios")},
+                "Links": {"Chassis": [{"@odata.id": "/redfish/v1/Chassis/c"}]}});
+            t.create(&p("/redfish/v1/Systems"), m, None).unwrap();
+            t.restore(p(&format!("/redfish/v1/Systems/{id}/Bios")), Some(json!({"Id": "Bios"})));
+        }
+        assert_eq!(t.backlinks, fresh_index(&t));
+        assert!(t.backlinks[&p("/redfish/v1/Chassis/c")].contains(&p("/redfish/v1/Systems/a")));
+        assert!(
+            !t.backlinks.contains_key(&p("/redfish/v1/Systems/a/Bios"))
+                || t.backlinks[&p("/redfish/v1/Systems/a/Bios")].len() == 1
+        );
+        assert!(!t.backlinks.contains_key(&p("/redfish/v1/Systems")), "the root's child links are not indexed");
+
+        // Rolled back, a delete leaves resources and index as they were.
+        let snapshot: Vec<(ResourcePath, Value)> =
+            t.paths().iter().map(|q| (q.clone(), t.get(q).unwrap().value().clone())).collect();
+        t.begin();
+        t.delete(&p("/redfish/v1/Systems/a"), None).unwrap();
+        t.rollback();
+        let again: Vec<(ResourcePath, Value)> =
+            t.paths().iter().map(|q| (q.clone(), t.get(q).unwrap().value().clone())).collect();
+        assert_eq!(snapshot, again);
+        assert_eq!(t.backlinks, fresh_index(&t));
+
+        let (removed, changes) = t.delete(&p("/redfish/v1/Systems/a"), None).unwrap();
+        assert_eq!(removed, vec![p("/redfish/v1/Systems/a"), p("/redfish/v1/Systems/a/Bios")]);
+        let put: Vec<&str> = changes
+            .iter()
+            .filter_map(|c| match c {
+                Change::Put(q, _) => Some(q.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(put, ["/redfish/v1/Chassis/c"]);
+        assert!(changes
+            .iter()
+            .any(|c| matches!(c, Change::Unlist(c, m) if c.as_str() == "/redfish/v1/Systems" && m == &removed[0])));
+        let chassis = t.get(&p("/redfish/v1/Chassis/c")).unwrap().value().clone();
+        assert_eq!(
+            chassis["Links"],
+            json!({"ComputerSystems": [{"@odata.id": "/redfish/v1/Systems/b"}], "ComputerSystems@odata.count": 1, "Strings": []})
+        );
+        assert_eq!(chassis["Name"], "/redfish/v1/Systems/a", "a property's string is not a link");
+        assert_eq!(
+            t.get(&p("/redfish/v1/Systems")).unwrap().value()["Members"],
+            json!([{"@odata.id": "/redfish/v1/Systems/b"}])
+        );
+        assert_eq!(t.backlinks, fresh_index(&t));
+
+        // Deleting a collection prunes the parent's navigation link; patches reindex.
+        t.patch(&p("/redfish/v1/Systems/b"), &json!({"Links": {"Chassis": []}}), None).unwrap();
+        assert_eq!(t.backlinks, fresh_index(&t));
+        t.delete(&p("/redfish/v1/Chassis"), None).unwrap();
+        assert!(t.get(&p("/redfish/v1")).unwrap().value().get("Chassis").is_none());
+        assert_eq!(t.backlinks, fresh_index(&t));
+        assert!(t.restore_append(&p("/redfish/v1/Systems"), &p("/redfish/v1/Other/x")));
+        assert_eq!(t.backlinks, fresh_index(&t));
+        let count = |t: &ResourceTree| t.get(&p("/redfish/v1/Systems")).unwrap().value()["Members@odata.count"].clone();
+        assert_eq!(count(&t), 2);
+        assert!(t.restore_unlist(&p("/redfish/v1/Systems"), &p("/redfish/v1/Systems/b")));
+        assert!(!t.restore_unlist(&p("/redfish/v1/Systems"), &p("/redfish/v1/Systems/b")), "unlisted already");
+        assert_eq!(
+            t.get(&p("/redfish/v1/Systems")).unwrap().value()["Members"],
+            json!([{"@odata.id": "/redfish/v1/Other/x"}])
+        );
+        assert_eq!(count(&t), 1);
     }
 
     /// A create into an existing collection is reported as an append (not the whole

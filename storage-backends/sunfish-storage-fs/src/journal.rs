@@ -7,6 +7,7 @@
 //! {"wal": 1, "entries": [
 //!   {"op": "put", "path": "/redfish/v1/Systems/1", "value": {...}},
 //!   {"op": "append", "path": "/redfish/v1/Systems", "member": "/redfish/v1/Systems/1"},
+//!   {"op": "unlist", "path": "/redfish/v1/Systems", "member": "/redfish/v1/Systems/2"},
 //!   {"op": "remove", "path": "/redfish/v1/Systems/2"},
 //!   {"op": "kv_put", "ns": "sessions", "key": "abc", "value": ...},
 //!   {"op": "kv_remove", "ns": "sessions", "key": "abc"}
@@ -14,13 +15,14 @@
 //! ```
 //! `put` holds a resource's full new content; `append` says that a collection gained one member
 //! at the end of `Members` (a create), so that a create costs a line the size of the member, not
-//! of its collection, whose `Members` grow with every create. `remove` removes one resource (a
+//! of its collection, whose `Members` grow with every create; `unlist` is its counterpart for
+//! a delete (the collection no longer lists that member). `remove` removes one resource (a
 //! deleted subtree has one entry per resource). The resource files are not touched per commit:
 //! a checkpoint (see `writer`) writes the current content of everything changed since the last
 //! one, makes it durable with one `syncfs`, and only then removes the log files it covers.
 //! Opening a store replays the log files, in order, onto the tree read from the files; every
 //! entry is idempotent on content at least as new as the checkpoint it follows (`append` lists
-//! a member only if it is not listed yet, and every later change of the same target comes
+//! a member only if it is not listed yet, `unlist` drops it only if it is listed, and every later change of the same target comes
 //! after it), so replaying log files whose removal a crash interrupted is safe too.
 //!
 //! A line is complete only with its newline and when it parses whole. A crash can tear only
@@ -105,6 +107,8 @@ pub(crate) enum Entry {
     Put(ResourcePath, Body),
     /// The collection gained this member at the end of `Members`.
     Append(ResourcePath, ResourcePath),
+    /// The collection no longer lists this member.
+    Unlist(ResourcePath, ResourcePath),
     /// The resource is gone.
     Remove(ResourcePath),
     /// The record's new value.
@@ -117,7 +121,9 @@ impl Entry {
     /// The file the entry changes.
     pub(crate) fn target(&self) -> Target {
         match self {
-            Entry::Put(p, _) | Entry::Append(p, _) | Entry::Remove(p) => Target::Resource(p.clone()),
+            Entry::Put(p, _) | Entry::Append(p, _) | Entry::Unlist(p, _) | Entry::Remove(p) => {
+                Target::Resource(p.clone())
+            }
             Entry::KvPut(ns, _, _) | Entry::KvRemove(ns, _) => Target::Namespace(ns.clone()),
         }
     }
@@ -133,6 +139,7 @@ impl From<Change> for Entry {
         match change {
             Change::Put(path, res) => Entry::Put(path, Body::Resource(res)),
             Change::Append(collection, member) => Entry::Append(collection, member),
+            Change::Unlist(collection, member) => Entry::Unlist(collection, member),
             Change::Remove(path) => Entry::Remove(path),
             Change::KvPut(ns, key, v) => Entry::KvPut(ns, key, v),
             Change::KvRemove(ns, key) => Entry::KvRemove(ns, key),
@@ -158,6 +165,7 @@ struct LineIn {
 enum EntryOut<'a> {
     Put { path: &'a str, value: &'a Value },
     Append { path: &'a str, member: &'a str },
+    Unlist { path: &'a str, member: &'a str },
     Remove { path: &'a str },
     KvPut { ns: &'a str, key: &'a str, value: &'a Value },
     KvRemove { ns: &'a str, key: &'a str },
@@ -175,6 +183,7 @@ struct JournalIn {
 enum EntryIn {
     Put { path: String, value: Value },
     Append { path: String, member: String },
+    Unlist { path: String, member: String },
     Remove { path: String },
     KvPut { ns: String, key: String, value: Value },
     KvRemove { ns: String, key: String },
@@ -190,6 +199,7 @@ pub(crate) fn encode_batch(entries: &[Entry]) -> serde_json::Result<Vec<u8>> {
         .map(|e| match e {
             Entry::Put(p, b) => EntryOut::Put { path: p.as_str(), value: b.value() },
             Entry::Append(p, m) => EntryOut::Append { path: p.as_str(), member: m.as_str() },
+            Entry::Unlist(p, m) => EntryOut::Unlist { path: p.as_str(), member: m.as_str() },
             Entry::Remove(p) => EntryOut::Remove { path: p.as_str() },
             Entry::KvPut(ns, key, value) => EntryOut::KvPut { ns, key, value },
             Entry::KvRemove(ns, key) => EntryOut::KvRemove { ns, key },
@@ -234,11 +244,12 @@ fn decode_line(line: &[u8]) -> Result<Vec<Entry>, String> {
                     Entry::Put(path(&p)?, Body::Value(value))
                 }
                 EntryIn::Append { path: p, member } => {
-                    let (collection, member) = (path(&p)?, path(&member)?);
-                    if member.parent().as_ref() != Some(&collection) {
-                        return Err(format!("{member} is not a member of {collection}"));
-                    }
+                    let (collection, member) = member_of(&p, &member)?;
                     Entry::Append(collection, member)
+                }
+                EntryIn::Unlist { path: p, member } => {
+                    let (collection, member) = member_of(&p, &member)?;
+                    Entry::Unlist(collection, member)
                 }
                 EntryIn::Remove { path: p } => Entry::Remove(path(&p)?),
                 EntryIn::KvPut { ns, key, value } => {
@@ -256,6 +267,15 @@ fn decode_line(line: &[u8]) -> Result<Vec<Entry>, String> {
 
 fn path(p: &str) -> Result<ResourcePath, String> {
     ResourcePath::parse(p).map_err(|e| e.to_string())
+}
+
+/// A collection and one of its direct members, as `append` and `unlist` name them.
+fn member_of(collection: &str, member: &str) -> Result<(ResourcePath, ResourcePath), String> {
+    let (collection, member) = (path(collection)?, path(member)?);
+    if member.parent().as_ref() != Some(&collection) {
+        return Err(format!("{member} is not a member of {collection}"));
+    }
+    Ok((collection, member))
 }
 
 fn kv_names(ns: &str, key: &str) -> Result<(), String> {
@@ -288,7 +308,9 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Vec<Op>, String> {
                     }
                     Op { target: Target::Resource(path(&p)?), content: Some(Body::Value(value)) }
                 }
-                EntryIn::Append { .. } => return Err("an append in a format-1 journal".into()),
+                EntryIn::Append { .. } | EntryIn::Unlist { .. } => {
+                    return Err("an append or unlist in a format-1 journal".into())
+                }
                 EntryIn::Remove { path: p } => Op { target: Target::Resource(path(&p)?), content: None },
                 EntryIn::KvPut { ns, key, value } => Op { target: kv(ns, key)?, content: Some(Body::Value(value)) },
                 EntryIn::KvRemove { ns, key } => Op { target: kv(ns, key)?, content: None },
@@ -313,6 +335,7 @@ mod tests {
             .map(|e| match e {
                 Entry::Put(p, b) => format!("put {p} {}", b.value()),
                 Entry::Append(c, m) => format!("append {c} {m}"),
+                Entry::Unlist(c, m) => format!("unlist {c} {m}"),
                 Entry::Remove(p) => format!("remove {p}"),
                 Entry::KvPut(ns, k, v) => format!("kv_put {ns}/{k} {v}"),
                 Entry::KvRemove(ns, k) => format!("kv_remove {ns}/{k}"),
@@ -324,6 +347,7 @@ mod tests {
         vec![
             Entry::Put(p("/redfish/v1/A/x"), Body::Value(json!({"n": 1}))),
             Entry::Append(p("/redfish/v1/A"), p("/redfish/v1/A/x")),
+            Entry::Unlist(p("/redfish/v1/A"), p("/redfish/v1/A/y")),
             Entry::Remove(p("/redfish/v1/B")),
             Entry::KvPut("s".into(), "k".into(), json!([1])),
             Entry::KvRemove("s".into(), "j".into()),

@@ -84,6 +84,9 @@ pub(crate) fn replay(disk: &mut Disk, tree: &mut ResourceTree) -> io::Result<()>
                 Entry::Append(collection, member) => {
                     tree.restore_append(&collection, &member);
                 }
+                Entry::Unlist(collection, member) => {
+                    tree.restore_unlist(&collection, &member);
+                }
                 Entry::Remove(p) => tree.restore(p, None),
                 Entry::KvPut(ns, key, value) => {
                     let _ = tree.kv_put(&ns, &key, value);

@@ -18,8 +18,8 @@
 //! Why a log and checkpoints rather than writing the files per commit: a create changes its
 //! collection, whose `Members` grow with every create; writing the whole collection per commit
 //! (and a `syncfs`, several milliseconds, per commit) capped creates at a few hundred a second.
-//! The log line of a create holds an `append` of one link, and a collection changed by a
-//! thousand creates between two checkpoints is written once.
+//! The log line of a create holds an `append` of one link (of a delete, an `unlist`), and a
+//! collection changed by a thousand creates between two checkpoints is written once.
 //!
 //! A checkpoint takes the tree's read lock and, under it, drains the queue: the snapshot then
 //! holds exactly the changes of the entries drained so far, and those are logged (and

@@ -166,7 +166,8 @@ async fn open_with(root: &Path, checkpoint_ms: u64) -> FsBackend {
 }
 
 /// The write-ahead log found at open is replayed onto the files: puts, appends (one already
-/// listed in the file, as after a crash mid-checkpoint, is not listed twice), removals and
+/// listed in the file, as after a crash mid-checkpoint, is not listed twice), unlists (one of a
+/// member not listed changes nothing), removals and
 /// records; a torn last line (never acknowledged) is dropped; the files are then written and
 /// the log emptied.
 #[tokio::test]
@@ -185,6 +186,8 @@ async fn log_is_replayed() {
         json!({"wal": 1, "entries": [
             {"op": "put", "path": "/redfish/v1/Systems/9", "value": system("/redfish/v1/Systems/9")},
             {"op": "append", "path": "/redfish/v1/Systems", "member": "/redfish/v1/Systems/9"},
+            {"op": "put", "path": "/redfish/v1/Systems/8", "value": system("/redfish/v1/Systems/8")},
+            {"op": "append", "path": "/redfish/v1/Systems", "member": "/redfish/v1/Systems/8"},
         ]}),
         json!({"wal": 1, "entries": [
             {"op": "append", "path": "/redfish/v1/Systems", "member": "/redfish/v1/Systems/1"},
@@ -194,6 +197,9 @@ async fn log_is_replayed() {
         json!({"wal": 1, "entries": [
             {"op": "remove", "path": "/redfish/v1/Systems/1/Bios"},
             {"op": "kv_remove", "ns": "aliases", "key": "gone"},
+            {"op": "unlist", "path": "/redfish/v1/Systems", "member": "/redfish/v1/Systems/8"},
+            {"op": "remove", "path": "/redfish/v1/Systems/8"},
+            {"op": "unlist", "path": "/redfish/v1/Systems", "member": "/redfish/v1/Systems/7"},
         ]}),
     ];
     let mut log = Vec::new();
@@ -215,6 +221,8 @@ async fn log_is_replayed() {
         systems["Members"].as_array().unwrap().iter().map(|m| m["@odata.id"].as_str().unwrap()).collect();
     assert_eq!(ids.iter().filter(|m| **m == "/redfish/v1/Systems/1").count(), 1, "{ids:?}");
     assert_eq!(ids.last(), Some(&"/redfish/v1/Systems/9"));
+    assert!(!ids.contains(&"/redfish/v1/Systems/8"), "{ids:?}");
+    assert!(b.get(&p("/redfish/v1/Systems/8")).await.is_err());
     assert_eq!(systems["Members@odata.count"], ids.len());
     assert!(b.get(&p("/redfish/v1/Systems/1")).await.is_ok(), "the torn line is not replayed");
     assert!(matches!(b.get(&p("/redfish/v1/Systems/1/Bios")).await, Err(Error::NotFound { .. })));
@@ -251,10 +259,11 @@ fn log_bytes(root: &Path) -> String {
     log_files(root).iter().map(|n| std::fs::read_to_string(root.join(".sunfish").join(n)).unwrap()).collect()
 }
 
-/// Creates are logged as appends of one link, not as copies of their growing collection; the
-/// files follow at the checkpoint (here: close), and reopening gives the same tree.
+/// Creates and deletes are logged as appends and unlists of one link, not as copies of their
+/// collection; the files follow at the checkpoint (here: close), and reopening gives the same
+/// tree.
 #[tokio::test]
-async fn creates_are_logged_as_appends() {
+async fn creates_and_deletes_are_logged_as_appends_and_unlists() {
     let dir = tempfile::tempdir().unwrap();
     let b = open_with(dir.path(), 3_600_000).await;
     b.import(fixture()).await.unwrap();
@@ -266,10 +275,14 @@ async fn creates_are_logged_as_appends() {
         let path = format!("/redfish/v1/Systems/n{i}");
         b.create(&p("/redfish/v1/Systems"), system(&path), None).await.unwrap();
     }
+    for i in (0..300).step_by(3) {
+        b.delete(&p(&format!("/redfish/v1/Systems/n{i}")), None).await.unwrap();
+    }
     let log = log_bytes(dir.path());
     assert_eq!(log.matches(r#""op":"append""#).count(), 300);
+    assert_eq!(log.matches(r#""op":"unlist""#).count(), 100);
     assert!(!log.contains("Members"), "no collection content in the log");
-    assert!(log.len() < 300 * 400, "{} bytes for 300 small creates", log.len());
+    assert!(log.len() < 400 * 400, "{} bytes for 300 small creates and 100 deletes", log.len());
     assert_eq!(std::fs::read(dir.path().join("Systems/index.json")).unwrap(), before, "not rewritten per create");
     let in_memory = contents(&b).await;
     b.close().await.unwrap();
@@ -277,6 +290,8 @@ async fn creates_are_logged_as_appends() {
     let after: Value = serde_json::from_slice(&std::fs::read(dir.path().join("Systems/index.json")).unwrap()).unwrap();
     assert_eq!(after, in_memory["/redfish/v1/Systems"]);
     assert!(dir.path().join("Systems/n299/index.json").is_file());
+    assert!(!dir.path().join("Systems/n3").exists());
+    assert_eq!(after["Members@odata.count"], 201);
     let b = open(dir.path()).await;
     assert_eq!(contents(&b).await, in_memory);
 }
