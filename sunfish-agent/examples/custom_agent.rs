@@ -39,7 +39,7 @@ impl HardwareManager for Appliance {
         let (Operation::Patch, Some(limit)) = (op.operation, limit) else {
             return Ok(None); // anything else: applied as sent
         };
-        let mut module = core.get(&op.path).await?.value().clone();
+        let mut module = core.get(&op.path).await?.value().into_owned();
         let capacity = module["CapacityMiB"].as_u64().unwrap_or(0);
         let wanted = limit.as_u64().filter(|n| *n <= capacity).ok_or_else(|| {
             Error::property_value("VolatileSizeLimitMiB", format!("must be a whole number up to {capacity}"))
@@ -49,7 +49,7 @@ impl HardwareManager for Appliance {
         merge_patch(&mut module, &delta);
         // The appliance lights its locate LED while a module is reconfigured.
         if let (Some(sink), Some(chassis)) = (self.changes.get(), op.path.parent().and_then(|m| m.parent())) {
-            let mut appliance = core.get(&chassis).await?.value().clone();
+            let mut appliance = core.get(&chassis).await?.value().into_owned();
             appliance["LocationIndicatorActive"] = Value::Bool(true);
             sink.report(HardwareChange::Changed(chassis, appliance));
         }

@@ -454,7 +454,7 @@ pub async fn prepare_tree(core: &Core, upstream: &str, name: &str, roots: &[Stri
             want.insert("SubordinateResources".into(), json!(true));
             want.entry("Context").or_insert_with(|| json!(""));
             let want = Value::Object(want);
-            if &want != r.value() {
+            if want != *r.value() {
                 core.replace(&subs_path, want, None).await?;
             }
         }

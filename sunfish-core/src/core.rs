@@ -375,11 +375,7 @@ impl Core {
         } else {
             Operation::RESOURCE.to_vec()
         };
-        let caps = self
-            .inner
-            .schemas
-            .as_ref()
-            .and_then(|s| res.value().get("@odata.type").and_then(Value::as_str).and_then(|t| s.capabilities(t)));
+        let caps = self.inner.schemas.as_ref().and_then(|s| res.odata_type().and_then(|t| s.capabilities(t)));
         if let Some(c) = caps {
             ops.retain(|op| match op {
                 Operation::Get => true,
@@ -678,7 +674,7 @@ impl Core {
     async fn owned_by_same_agent(&self, path: &ResourcePath, reply: &Value) -> bool {
         let Some(agent) = crate::aggregation::managing_agent(reply) else { return false };
         match self.inner.storage.get(path).await {
-            Ok(current) => crate::aggregation::managing_agent(current.value()) == Some(agent),
+            Ok(current) => crate::aggregation::managing_agent(&current.value()) == Some(agent),
             Err(_) => false,
         }
     }
@@ -859,10 +855,11 @@ impl Core {
     ) -> Result<Outcome> {
         let current = self.writable(path, Operation::Replace, if_match, client).await?;
         let incoming = Value::Object(into_object(payload)?);
-        check_immutable(current.value(), &incoming)?;
+        let stored = current.value();
+        check_immutable(&stored, &incoming)?;
         let mut obj = into_object(incoming)?;
         for prop in crate::resource::IMMUTABLE_PROPERTIES {
-            if let Some(v) = current.value().get(prop) {
+            if let Some(v) = stored.get(prop) {
                 obj.entry(prop).or_insert_with(|| v.clone());
             }
         }
@@ -905,6 +902,7 @@ impl Core {
     ) -> Result<Outcome> {
         let current = self.writable(path, Operation::Patch, if_match, client).await?;
         let mut delta = into_object(delta)?;
+        let stored = current.value();
         // Annotations that restate the resource (`@odata.id` with or without a trailing slash,
         // the same `@odata.type`) are dropped; a PATCH of nothing else changes nothing.
         delta.retain(|k, v| {
@@ -912,13 +910,13 @@ impl Core {
                 let same = v.as_str().and_then(|s| ResourcePath::parse(s).ok()).is_some_and(|p| &p == path);
                 return !same;
             }
-            !(k.starts_with("@odata.") && current.value().get(k.as_str()) == Some(v))
+            !(k.starts_with("@odata.") && stored.get(k.as_str()) == Some(v))
         });
         if delta.is_empty() {
             return Err(Error::NoOperation);
         }
         let delta = Value::Object(delta);
-        check_immutable(current.value(), &delta)?;
+        check_immutable(&stored, &delta)?;
         let mut op = WriteOp {
             operation: Operation::Patch,
             path: path.clone(),
@@ -1075,10 +1073,10 @@ impl Written {
             Written::Created(r) => FinalResponse::Success {
                 status: 201,
                 location: r.value().get("@odata.id").and_then(Value::as_str).map(str::to_string),
-                body: Some(r.value().clone()),
+                body: Some(r.value().into_owned()),
             },
             Written::Updated(r) => {
-                FinalResponse::Success { status: 200, location: None, body: Some(r.value().clone()) }
+                FinalResponse::Success { status: 200, location: None, body: Some(r.value().into_owned()) }
             }
             Written::Deleted(_) => FinalResponse::Success { status: 204, location: None, body: None },
         }

@@ -82,7 +82,7 @@ pub async fn copy_store(
         let mut batch = Vec::with_capacity(chunk.len());
         for p in chunk {
             let r = from.get(p).await?;
-            batch.push((p.clone(), r.value().clone()));
+            batch.push((p.clone(), r.value().into_owned()));
         }
         to.import(batch).await?;
         done += chunk.len();

@@ -2,6 +2,7 @@
 //! service applies to every resource (type from `@odata.type`, what a collection is, how PATCH
 //! merges, how links are found).
 
+use std::borrow::Cow;
 use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
@@ -9,37 +10,65 @@ use serde_json::{Map, Value};
 
 use crate::{Error, ResourcePath, Result};
 
-/// One stored resource: its JSON and the revision the backend gave it. Cheap to clone (shared);
-/// the serialized form is computed once per revision and shared by every response that sends it.
+/// One stored resource: its JSON and the revision the backend gave it. Cheap to clone (shared).
+///
+/// Most resources are kept as their compact JSON text, which is also what a GET sends: a
+/// parsed `serde_json::Value` costs about seven times the text (a map, a key string and a
+/// hash-table entry per property), which put a store of 100,000 resources at 630 MiB. The
+/// JSON is parsed when a write or a query needs it ([`Resource::value`]), and not kept.
+/// Collections stay parsed: each create appends to one and each delete removes a member from
+/// one, in place, and there are few of them.
 #[derive(Clone)]
 pub struct Resource {
     inner: Arc<Inner>,
 }
 
 struct Inner {
-    value: Value,
     revision: u64,
-    json: OnceLock<Bytes>,
+    body: Body,
+    /// `@odata.id`, which every response's headers use.
+    id: Option<Box<str>>,
+    /// `@odata.type`, which every response's headers and type checks use.
+    odata_type: Option<Box<str>>,
+}
+
+enum Body {
+    /// A collection: the value, and its compact JSON once a response has needed it.
+    Parsed { value: Value, json: OnceLock<Bytes> },
+    /// Everything else: the compact JSON.
+    Compact(Bytes),
 }
 
 impl Resource {
     /// Wraps a value stored at `revision`. Backends create these; revisions only grow.
     pub fn new(value: Value, revision: u64) -> Self {
-        Resource { inner: Arc::new(Inner { value, revision, json: OnceLock::new() }) }
+        let text = |k: &str| value.get(k).and_then(Value::as_str).map(Box::from);
+        let (id, odata_type) = (text("@odata.id"), text("@odata.type"));
+        let body = if is_collection(&value) {
+            Body::Parsed { value, json: OnceLock::new() }
+        } else {
+            Body::Compact(compact(&value))
+        };
+        Resource { inner: Arc::new(Inner { revision, body, id, odata_type }) }
     }
 
-    /// The JSON, without copying it when this is the only handle (a collection being rewritten
-    /// by the one writer), else a copy.
-    pub fn into_value(self) -> Value {
-        match Arc::try_unwrap(self.inner) {
-            Ok(inner) => inner.value,
-            Err(shared) => shared.value.clone(),
+    /// The JSON: borrowed for a collection, parsed from the stored text for anything else (so
+    /// bind it once where it is used several times).
+    pub fn value(&self) -> Cow<'_, Value> {
+        match &self.inner.body {
+            Body::Parsed { value, .. } => Cow::Borrowed(value),
+            Body::Compact(json) => Cow::Owned(parse(json)),
         }
     }
 
-    /// The resource's JSON.
-    pub fn value(&self) -> &Value {
-        &self.inner.value
+    /// The JSON, owned: moved out without copying when this is the only handle to a collection
+    /// (one being rewritten by the one writer), else a copy or a parse.
+    pub fn into_value(self) -> Value {
+        match Arc::try_unwrap(self.inner) {
+            Ok(Inner { body: Body::Parsed { value, .. }, .. }) => value,
+            Ok(Inner { body: Body::Compact(json), .. }) => parse(&json),
+            Err(shared) => Resource { inner: shared }.value().into_owned(),
+        }
     }
 
     /// The storage revision; changes on every write of this resource (also a collection's on
@@ -53,32 +82,62 @@ impl Resource {
         format!("\"{:x}\"", self.inner.revision)
     }
 
-    /// The compact JSON body, serialized once and cached.
+    /// The compact JSON body, shared by every response that sends it.
     pub fn to_bytes(&self) -> Bytes {
-        self.inner.json.get_or_init(|| Bytes::from(serde_json::to_vec(&self.inner.value).unwrap_or_default())).clone()
+        match &self.inner.body {
+            Body::Parsed { value, json } => json.get_or_init(|| compact(value)).clone(),
+            Body::Compact(json) => json.clone(),
+        }
+    }
+
+    /// `@odata.id` as stored.
+    pub fn odata_id(&self) -> Option<&str> {
+        self.inner.id.as_deref()
+    }
+
+    /// `@odata.type` as stored.
+    pub fn odata_type(&self) -> Option<&str> {
+        self.inner.odata_type.as_deref()
     }
 
     /// The resource's type name (see [`type_name`]).
     pub fn type_name(&self) -> Option<&str> {
-        type_name(&self.inner.value)
+        type_name_of(self.odata_type()?)
     }
 
     /// Whether the resource is a collection (see [`is_collection`]).
     pub fn is_collection(&self) -> bool {
-        is_collection(&self.inner.value)
+        matches!(self.inner.body, Body::Parsed { .. })
     }
+}
+
+/// The compact JSON of a value, in an allocation of its exact size (a store holds one per
+/// resource; `Vec`'s spare capacity would be a third more on average).
+fn compact(value: &Value) -> Bytes {
+    let mut v = serde_json::to_vec(value).unwrap_or_default();
+    v.shrink_to_fit();
+    Bytes::from(v)
+}
+
+/// Parses JSON that [`compact`] wrote (it cannot fail; `float_roundtrip` keeps numbers exact).
+fn parse(json: &[u8]) -> Value {
+    serde_json::from_slice(json).unwrap_or(Value::Null)
 }
 
 impl std::fmt::Debug for Resource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Resource").field("revision", &self.inner.revision).field("value", &self.inner.value).finish()
+        f.debug_struct("Resource").field("revision", &self.inner.revision).field("value", &self.value()).finish()
     }
 }
 
 /// The type name from `@odata.type`: the text before the first dot, `#` removed
 /// (`#ComputerSystem.v1_20_0.ComputerSystem` → `ComputerSystem`).
 pub fn type_name(value: &Value) -> Option<&str> {
-    let t = value.get("@odata.type")?.as_str()?;
+    type_name_of(value.get("@odata.type")?.as_str()?)
+}
+
+/// [`type_name`] of an `@odata.type` text.
+fn type_name_of(t: &str) -> Option<&str> {
     let t = t.strip_prefix('#').unwrap_or(t);
     let name = t.split('.').next()?;
     (!name.is_empty()).then_some(name)

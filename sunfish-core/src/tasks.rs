@@ -160,7 +160,8 @@ impl TaskService {
         let tasks = ResourcePath::parse(TASKS)?;
         for p in self.storage.children(&tasks).await? {
             let Ok(r) = self.storage.get(&p).await else { continue };
-            let state = r.value().get("TaskState").and_then(Value::as_str).unwrap_or_default();
+            let value = r.value();
+            let state = value.get("TaskState").and_then(Value::as_str).unwrap_or_default();
             if matches!(state, "New" | "Starting" | "Running" | "Pending") {
                 let id = p.last().unwrap_or_default().to_string();
                 let msg = message(

@@ -90,7 +90,7 @@ pub async fn create_adds_member(b: Arc<dyn StorageBackend>) {
     let r = b.create(&p("/redfish/v1/Systems"), member("/redfish/v1/Systems/2"), None).await.unwrap();
     assert_eq!(r.value()["Id"], "2");
     let c = b.get(&p("/redfish/v1/Systems")).await.unwrap();
-    assert_eq!(member_ids(c.value()), ["/redfish/v1/Systems/1", "/redfish/v1/Systems/2"]);
+    assert_eq!(member_ids(&c.value()), ["/redfish/v1/Systems/1", "/redfish/v1/Systems/2"]);
     assert_eq!(c.value()["Members@odata.count"], 2);
     assert_ne!(c.revision(), before, "a collection's revision moves with its members");
 }
@@ -151,7 +151,7 @@ pub async fn replace_whole(b: Arc<dyn StorageBackend>) {
     let path = p("/redfish/v1/Systems/1");
     let body = member("/redfish/v1/Systems/1");
     let r = b.replace(&path, body.clone(), None).await.unwrap();
-    assert_eq!(r.value(), &body);
+    assert_eq!(*r.value(), body);
     assert!(matches!(b.replace(&path, body.clone(), Some(1)).await, Err(Error::PreconditionFailed { .. })));
     assert!(matches!(b.replace(&p("/redfish/v1/Systems/9"), body, None).await, Err(Error::NotFound { .. })));
 }
@@ -163,7 +163,7 @@ pub async fn delete_subtree_and_links(b: Arc<dyn StorageBackend>) {
     assert_eq!(removed, [p("/redfish/v1/Systems/1"), p("/redfish/v1/Systems/1/Bios")]);
     assert!(matches!(b.get(&p("/redfish/v1/Systems/1/Bios")).await, Err(Error::NotFound { .. })));
     let c = b.get(&p("/redfish/v1/Systems")).await.unwrap();
-    assert_eq!(member_ids(c.value()), Vec::<String>::new());
+    assert_eq!(member_ids(&c.value()), Vec::<String>::new());
     assert_eq!(c.value()["Members@odata.count"], 0);
     let ch = b.get(&p("/redfish/v1/Chassis/1")).await.unwrap();
     assert_eq!(ch.value()["Links"], json!({"ComputerSystems": [], "ComputerSystems@odata.count": 0}));
@@ -211,7 +211,7 @@ pub async fn concurrent_creates(b: Arc<dyn StorageBackend>) {
         t.await.unwrap_or_else(|e| panic!("join: {e}")).unwrap();
     }
     let c = b.get(&p("/redfish/v1/Systems")).await.unwrap();
-    assert_eq!(member_ids(c.value()).len(), 501);
+    assert_eq!(member_ids(&c.value()).len(), 501);
     assert_eq!(c.value()["Members@odata.count"], 501);
 }
 

@@ -68,6 +68,9 @@ pub struct ResourceTree {
     /// under the write lock. Kept by [`ResourceTree::store`], through which every change of
     /// `resources` goes except appends of a child member, which add no such link.
     backlinks: BTreeMap<ResourcePath, BTreeSet<ResourcePath>>,
+    /// The same links by holder (only holders that have any), so that replacing or removing a
+    /// resource drops its entries without parsing its stored JSON again.
+    links: BTreeMap<ResourcePath, Vec<ResourcePath>>,
     kv: BTreeMap<(String, String), Value>,
     next_revision: u64,
     /// Previous values of what the open transaction changed ([`ResourceTree::begin`]).
@@ -81,6 +84,7 @@ impl ResourceTree {
         ResourceTree {
             resources: BTreeMap::new(),
             backlinks: BTreeMap::new(),
+            links: BTreeMap::new(),
             kv: BTreeMap::new(),
             next_revision: first_revision.max(1),
             undo: None,
@@ -103,7 +107,8 @@ impl ResourceTree {
         for entry in self.undo.take().unwrap_or_default().into_iter().rev() {
             match entry {
                 UndoEntry::Resource(p, r) => {
-                    self.store(p, r);
+                    let links = r.as_ref().map(|r| cross_links(&p, &r.value())).unwrap_or_default();
+                    self.store(p, r, links);
                 }
                 UndoEntry::Append { collection, revision, count } => {
                     let Some(res) = self.resources.remove(&collection) else { continue };
@@ -143,15 +148,15 @@ impl ResourceTree {
         }
     }
 
-    /// Sets or removes the resource at `path`, keeping [`ResourceTree::backlinks`] in step;
-    /// returns the previous one.
-    fn store(&mut self, path: ResourcePath, value: Option<Resource>) -> Option<Resource> {
-        let added = value.as_ref().map(|r| cross_links(&path, r.value())).unwrap_or_default();
+    /// Sets or removes the resource at `path`, keeping the link index in step; returns the
+    /// previous one. `links` are the [`cross_links`] of `value` (none for a removal), which the
+    /// caller computes from the JSON it has before wrapping it.
+    fn store(&mut self, path: ResourcePath, value: Option<Resource>, links: Vec<ResourcePath>) -> Option<Resource> {
         let previous = match value {
             Some(r) => self.resources.insert(path.clone(), r),
             None => self.resources.remove(&path),
         };
-        let dropped = previous.as_ref().map(|r| cross_links(&path, r.value())).unwrap_or_default();
+        let dropped = self.links.remove(&path).unwrap_or_default();
         for target in dropped {
             if let Some(holders) = self.backlinks.get_mut(&target) {
                 holders.remove(&path);
@@ -160,14 +165,17 @@ impl ResourceTree {
                 }
             }
         }
-        for target in added {
-            self.backlinks.entry(target).or_default().insert(path.clone());
+        for target in &links {
+            self.backlinks.entry(target.clone()).or_default().insert(path.clone());
+        }
+        if !links.is_empty() {
+            self.links.insert(path, links);
         }
         previous
     }
 
-    fn set_resource(&mut self, path: ResourcePath, value: Option<Resource>) {
-        let previous = self.store(path.clone(), value);
+    fn set_resource(&mut self, path: ResourcePath, value: Option<Resource>, links: Vec<ResourcePath>) {
+        let previous = self.store(path.clone(), value, links);
         if let Some(undo) = self.undo.as_mut() {
             undo.push(UndoEntry::Resource(path, previous));
         }
@@ -192,8 +200,9 @@ impl ResourceTree {
     }
 
     fn put(&mut self, path: ResourcePath, value: Value, changes: &mut Vec<Change>) -> Resource {
+        let links = cross_links(&path, &value);
         let res = Resource::new(value, self.bump());
-        self.set_resource(path.clone(), Some(res.clone()));
+        self.set_resource(path.clone(), Some(res.clone()), links);
         changes.push(Change::Put(path, res.clone()));
         res
     }
@@ -259,7 +268,7 @@ impl ResourceTree {
             Some(c) if c.is_collection() && self.undo.is_none() => {
                 self.resources.remove(collection).map(Resource::into_value).unwrap_or_default()
             }
-            Some(c) if c.is_collection() => c.value().clone(),
+            Some(c) if c.is_collection() => c.value().into_owned(),
             Some(_) => {
                 return Err(Error::NotAllowed {
                     path: collection.to_string(),
@@ -276,7 +285,7 @@ impl ResourceTree {
                 }
                 let seg = collection.last().unwrap_or_default().to_string();
                 if parent_res.value().get(&seg).is_none() {
-                    let mut pv = parent_res.value().clone();
+                    let mut pv = parent_res.value().into_owned();
                     if let Some(obj) = pv.as_object_mut() {
                         obj.insert(seg, link(collection.as_str()));
                     }
@@ -330,7 +339,7 @@ impl ResourceTree {
         if_match: Option<u64>,
     ) -> Result<(Resource, Vec<Change>)> {
         let current = self.check_revision(path, if_match)?;
-        let mut value = current.value().clone();
+        let mut value = current.value().into_owned();
         merge_patch(&mut value, delta);
         let mut changes = Vec::new();
         let res = self.put(path.clone(), value, &mut changes);
@@ -373,7 +382,7 @@ impl ResourceTree {
         let removed = self.subtree(path);
         let mut changes = Vec::new();
         for p in &removed {
-            self.set_resource(p.clone(), None);
+            self.set_resource(p.clone(), None, Vec::new());
             changes.push(Change::Remove(p.clone()));
         }
         // The parent collection's entry is dropped in place, without copying the collection
@@ -387,10 +396,11 @@ impl ResourceTree {
         let mut touched = Vec::new();
         for p in holders {
             let Some(res) = self.resources.get(&p) else { continue };
-            if !has_links(res.value(), path) {
+            let value = res.value();
+            if !has_links(&value, path) {
                 continue;
             }
-            let mut v = res.value().clone();
+            let mut v = value.into_owned();
             if remove_links(&mut v, path) {
                 touched.push((p, v));
             }
@@ -413,7 +423,7 @@ impl ResourceTree {
     /// collection's link to its direct member is not in it.
     fn unlist(&mut self, collection: &ResourcePath, member: &ResourcePath) -> bool {
         let Some(res) = self.resources.get(collection).filter(|r| r.is_collection()) else { return false };
-        let Some(index) = member_index(res.value(), member) else { return false };
+        let Some(index) = member_index(&res.value(), member) else { return false };
         let (revision, count) = (res.revision(), res.value().get("Members@odata.count").cloned());
         let mut value = self.resources.remove(collection).map(Resource::into_value).unwrap_or_default();
         let mut entry = Value::Null;
@@ -456,8 +466,9 @@ impl ResourceTree {
     /// no change set: replaying a persistent backend's log of changes ([`Change::Put`],
     /// [`Change::Remove`]) onto the tree it loaded.
     pub fn restore(&mut self, path: ResourcePath, value: Option<Value>) {
+        let links = value.as_ref().map(|v| cross_links(&path, v)).unwrap_or_default();
         let res = value.map(|v| Resource::new(v, self.bump()));
-        self.store(path, res);
+        self.store(path, res, links);
     }
 
     /// Replays a [`Change::Append`]: lists `member` at the end of the collection's `Members`
@@ -466,7 +477,7 @@ impl ResourceTree {
     /// changes nothing.
     pub fn restore_append(&mut self, collection: &ResourcePath, member: &ResourcePath) -> bool {
         let Some(res) = self.resources.get(collection) else { return false };
-        if member_index(res.value(), member).is_some() {
+        if member_index(&res.value(), member).is_some() {
             return false;
         }
         let mut value = self.resources.remove(collection).map(Resource::into_value).unwrap_or_default();
@@ -477,6 +488,7 @@ impl ResourceTree {
         // otherwise still leaves the index right.
         if member.parent().as_ref() != Some(collection) {
             self.backlinks.entry(member.clone()).or_default().insert(collection.clone());
+            self.links.entry(collection.clone()).or_default().push(member.clone());
         }
         true
     }
@@ -577,7 +589,7 @@ mod tests {
         ]);
         t.kv_put("ns", "k", json!(1));
         let before: Vec<(ResourcePath, Value)> =
-            t.paths().iter().map(|q| (q.clone(), t.get(q).unwrap().value().clone())).collect();
+            t.paths().iter().map(|q| (q.clone(), t.get(q).unwrap().value().into_owned())).collect();
         t.begin();
         t.create(&p("/redfish/v1/S"), json!({"@odata.id": "/redfish/v1/S/b", "@odata.type": "#X.v1_0_0.X"}), None)
             .unwrap();
@@ -586,19 +598,31 @@ mod tests {
         t.kv_delete("ns", "k");
         t.rollback();
         let after: Vec<(ResourcePath, Value)> =
-            t.paths().iter().map(|q| (q.clone(), t.get(q).unwrap().value().clone())).collect();
+            t.paths().iter().map(|q| (q.clone(), t.get(q).unwrap().value().into_owned())).collect();
         assert_eq!(before, after);
         assert_eq!(t.kv_get("ns", "k"), Some(json!(1)));
     }
 
-    /// The link index as rebuilt from scratch: what [`ResourceTree::backlinks`] must equal.
+    /// The link index as rebuilt from scratch: what [`ResourceTree::backlinks`] must equal
+    /// (checked here: [`ResourceTree::links`] holds the same links by holder).
     fn fresh_index(t: &ResourceTree) -> BTreeMap<ResourcePath, BTreeSet<ResourcePath>> {
         let mut out: BTreeMap<ResourcePath, BTreeSet<ResourcePath>> = BTreeMap::new();
         for (holder, res) in &t.resources {
-            for target in cross_links(holder, res.value()) {
+            for target in cross_links(holder, &res.value()) {
                 out.entry(target).or_default().insert(holder.clone());
             }
         }
+        let mut by_holder: BTreeMap<ResourcePath, BTreeSet<ResourcePath>> = BTreeMap::new();
+        for (holder, targets) in &t.links {
+            by_holder.entry(holder.clone()).or_default().extend(targets.iter().cloned());
+        }
+        let mut expected: BTreeMap<ResourcePath, BTreeSet<ResourcePath>> = BTreeMap::new();
+        for (target, holders) in &out {
+            for h in holders {
+                expected.entry(h.clone()).or_default().insert(target.clone());
+            }
+        }
+        assert_eq!(by_holder, expected, "links by holder");
         out
     }
 
@@ -644,12 +668,12 @@ mod tests {
 
         // Rolled back, a delete leaves resources and index as they were.
         let snapshot: Vec<(ResourcePath, Value)> =
-            t.paths().iter().map(|q| (q.clone(), t.get(q).unwrap().value().clone())).collect();
+            t.paths().iter().map(|q| (q.clone(), t.get(q).unwrap().value().into_owned())).collect();
         t.begin();
         t.delete(&p("/redfish/v1/Systems/a"), None).unwrap();
         t.rollback();
         let again: Vec<(ResourcePath, Value)> =
-            t.paths().iter().map(|q| (q.clone(), t.get(q).unwrap().value().clone())).collect();
+            t.paths().iter().map(|q| (q.clone(), t.get(q).unwrap().value().into_owned())).collect();
         assert_eq!(snapshot, again);
         assert_eq!(t.backlinks, fresh_index(&t));
 
@@ -666,7 +690,7 @@ mod tests {
         assert!(changes
             .iter()
             .any(|c| matches!(c, Change::Unlist(c, m) if c.as_str() == "/redfish/v1/Systems" && m == &removed[0])));
-        let chassis = t.get(&p("/redfish/v1/Chassis/c")).unwrap().value().clone();
+        let chassis = t.get(&p("/redfish/v1/Chassis/c")).unwrap().value().into_owned();
         assert_eq!(
             chassis["Links"],
             json!({"ComputerSystems": [{"@odata.id": "/redfish/v1/Systems/b"}], "ComputerSystems@odata.count": 1, "Strings": []})
@@ -726,10 +750,10 @@ mod tests {
         t.begin();
         t.create(&p("/redfish/v1/S"), member, None).unwrap();
         t.commit();
-        let created = t.get(&p("/redfish/v1/S")).unwrap().value().clone();
+        let created = t.get(&p("/redfish/v1/S")).unwrap().value().into_owned();
         assert!(!t.restore_append(&p("/redfish/v1/S"), &p("/redfish/v1/S/a")), "listed already");
         assert!(t.restore_append(&p("/redfish/v1/S"), &p("/redfish/v1/S/b")));
-        let v = t.get(&p("/redfish/v1/S")).unwrap().value().clone();
+        let v = t.get(&p("/redfish/v1/S")).unwrap().value().into_owned();
         assert_eq!(v["Members"], json!([{"@odata.id": "/redfish/v1/S/a"}, {"@odata.id": "/redfish/v1/S/b"}]));
         assert_eq!(v["Members@odata.count"], 2);
         assert_eq!(created["Members@odata.count"], 1);

@@ -70,7 +70,7 @@ pub async fn respond(
             Ok(body_response("application/xml", metadata_xml(&types, schemas).into_bytes(), method))
         }
         ["odata"] => match core.get(&ResourcePath::root()).await {
-            Ok(root) => Ok(json_response(&odata_service_document(root.value()), method)),
+            Ok(root) => Ok(json_response(&odata_service_document(&root.value()), method)),
             Err(e) => Err(e.into()),
         },
         ["JsonSchemas"] => {

@@ -168,9 +168,7 @@ fn outcome_response(core: &Core, outcome: Outcome, method: &Method) -> Response 
     match outcome {
         Outcome::Done(Written::Created(res)) => {
             let mut r = resource_response(core, StatusCode::CREATED, &res, method);
-            if let Some(loc) =
-                res.value().get("@odata.id").and_then(Value::as_str).and_then(|l| HeaderValue::from_str(l).ok())
-            {
+            if let Some(loc) = res.odata_id().and_then(|l| HeaderValue::from_str(l).ok()) {
                 r.headers_mut().insert(header::LOCATION, loc);
             }
             r
@@ -275,13 +273,13 @@ fn add_resource_headers(core: &Core, h: &mut HeaderMap, res: &Resource) {
     }
     h.insert("OData-Version", HeaderValue::from_static("4.0"));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    let path = res.value().get("@odata.id").and_then(Value::as_str).and_then(|p| ResourcePath::parse(p).ok());
+    let path = res.odata_id().and_then(|p| ResourcePath::parse(p).ok());
     if let Some(p) = path {
         if let Ok(v) = HeaderValue::from_str(&crate::error::allow_header(&core.allowed(&p, res))) {
             h.insert(header::ALLOW, v);
         }
     }
-    if let Some(link) = schema_link(res.value()) {
+    if let Some(link) = res.odata_type().and_then(schema_link) {
         if let Ok(v) = HeaderValue::from_str(&link) {
             h.insert(header::LINK, v);
         }
@@ -290,8 +288,8 @@ fn add_resource_headers(core: &Core, h: &mut HeaderMap, res: &Resource) {
 
 /// `<http://redfish.dmtf.org/schemas/v1/ComputerSystem.v1_22_0.json>; rel=describedby` from
 /// `#ComputerSystem.v1_22_0.ComputerSystem` (unversioned types name the unversioned file).
-fn schema_link(v: &Value) -> Option<String> {
-    let t = v.get("@odata.type")?.as_str()?.trim_start_matches('#');
+fn schema_link(odata_type: &str) -> Option<String> {
+    let t = odata_type.trim_start_matches('#');
     let mut parts = t.split('.');
     let name = parts.next().filter(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))?;
     let file = match (parts.next(), parts.next()) {

@@ -94,7 +94,8 @@ pub async fn apply(core: &Core, seed: &str) -> Result<(), StartupError> {
 pub async fn advertise_features(core: &Core, budget: &sunfish_core::query::Budget) -> Result<(), StartupError> {
     let root = ResourcePath::root();
     let Ok(current) = core.storage().get(&root).await else { return Ok(()) };
-    let Some(advertised) = current.value().get("ProtocolFeaturesSupported") else { return Ok(()) };
+    let current = current.value();
+    let Some(advertised) = current.get("ProtocolFeaturesSupported") else { return Ok(()) };
     let mut wanted = advertised.clone();
     sunfish_core::merge_patch(
         &mut wanted,

@@ -15,9 +15,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Component, Path, PathBuf};
 
-use serde::Serialize;
 use serde_json::ser::{PrettyFormatter, Serializer};
-use serde_json::Value;
 use sunfish_core::ResourcePath;
 
 use crate::journal::{Op, Target};
@@ -216,11 +214,11 @@ impl Disk {
         let (dir, name) = self.location(&op.target);
         let applied = match (&op.target, &op.content) {
             (Target::Namespace(_), Some(body)) => {
-                let bytes = serde_json::to_vec(body.value()).map_err(io::Error::other)?;
+                let bytes = body.json().map_err(io::Error::other)?;
                 self.write_atomic(&dir, &name, &bytes, false)
             }
             (_, Some(body)) => {
-                let bytes = pretty(body.value())?;
+                let bytes = pretty_json(&body.json().map_err(io::Error::other)?)?;
                 self.write_atomic(&dir, &name, &bytes, false)
             }
             (target, None) => match (target, self.removal_dir(target)?) {
@@ -433,15 +431,19 @@ fn remove_tree(dir: &Path) -> io::Result<()> {
     }
 }
 
-/// Serializes a value the way the reference tree is written: 4-space indentation, keys in the
-/// stored order, and a final newline.
+/// Reformats compact JSON text the way the reference tree is written: 4-space indentation,
+/// keys in the stored order, and a final newline. The text is reformatted as it is read (a
+/// checkpoint writes thousands of resources kept as text; a value of each would double the
+/// work).
 ///
 /// # Errors
-/// Serialization failures (not expected for a `Value`).
-pub(crate) fn pretty(value: &Value) -> io::Result<Vec<u8>> {
-    let mut out = Vec::with_capacity(256);
+/// `json` is not JSON.
+pub(crate) fn pretty_json(json: &[u8]) -> io::Result<Vec<u8>> {
+    let mut out = Vec::with_capacity(json.len() * 3 / 2 + 64);
     let mut ser = Serializer::with_formatter(&mut out, PrettyFormatter::with_indent(b"    "));
-    value.serialize(&mut ser).map_err(io::Error::other)?;
+    let mut de = serde_json::Deserializer::from_slice(json);
+    serde_transcode::transcode(&mut de, &mut ser).map_err(io::Error::other)?;
+    de.end().map_err(io::Error::other)?;
     out.push(b'\n');
     Ok(out)
 }
@@ -450,7 +452,19 @@ pub(crate) fn pretty(value: &Value) -> io::Result<Vec<u8>> {
 mod tests {
     use serde_json::json;
 
+    use serde::Serialize;
+    use serde_json::Value;
+
     use super::*;
+
+    /// What `pretty_json` must match: serde_json's pretty printer with 4-space indentation.
+    fn pretty(value: &Value) -> io::Result<Vec<u8>> {
+        let mut out = Vec::new();
+        let mut ser = Serializer::with_formatter(&mut out, PrettyFormatter::with_indent(b"    "));
+        value.serialize(&mut ser).map_err(io::Error::other)?;
+        out.push(b'\n');
+        Ok(out)
+    }
 
     /// Files use 4-space indentation and keep the stored key order.
     #[test]
@@ -458,5 +472,9 @@ mod tests {
         let v = json!({"b": 1, "a": {"c": [1]}});
         let s = String::from_utf8(pretty(&v).unwrap()).unwrap();
         assert_eq!(s, "{\n    \"b\": 1,\n    \"a\": {\n        \"c\": [\n            1\n        ]\n    }\n}\n");
+        let text = serde_json::to_vec(&json!({"b": 1.5, "a": {"c": [1, "x\\"], "d": {}, "e": []}})).unwrap();
+        let v: Value = serde_json::from_slice(&text).unwrap();
+        assert_eq!(pretty_json(&text).unwrap(), pretty(&v).unwrap(), "the same bytes from text as from a value");
+        assert!(pretty_json(b"{} x").is_err());
     }
 }

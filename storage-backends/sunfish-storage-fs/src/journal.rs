@@ -37,7 +37,9 @@
 //! Paths and record names are validated again when either is read, so a file edited by hand can
 //! no more escape the root than a request can.
 
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::Value;
 use sunfish_core::tree::{check_kv_name, Change};
 use sunfish_core::{Resource, ResourcePath};
@@ -73,11 +75,20 @@ pub(crate) enum Body {
 }
 
 impl Body {
-    /// The JSON to write.
-    pub(crate) fn value(&self) -> &Value {
+    /// The JSON as a value (parsed, for a resource kept as text).
+    #[cfg(test)]
+    pub(crate) fn value(&self) -> std::borrow::Cow<'_, Value> {
         match self {
             Body::Resource(r) => r.value(),
-            Body::Value(v) => v,
+            Body::Value(v) => std::borrow::Cow::Borrowed(v),
+        }
+    }
+
+    /// The compact JSON text to write: a resource's own, shared (no parse, no copy).
+    pub(crate) fn json(&self) -> serde_json::Result<Bytes> {
+        match self {
+            Body::Resource(r) => Ok(r.to_bytes()),
+            Body::Value(v) => serde_json::to_vec(v).map(Bytes::from),
         }
     }
 
@@ -163,7 +174,7 @@ struct LineIn {
 #[derive(Serialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 enum EntryOut<'a> {
-    Put { path: &'a str, value: &'a Value },
+    Put { path: &'a str, value: &'a RawValue },
     Append { path: &'a str, member: &'a str },
     Unlist { path: &'a str, member: &'a str },
     Remove { path: &'a str },
@@ -194,18 +205,26 @@ enum EntryIn {
 /// # Errors
 /// Serialization failures (not expected).
 pub(crate) fn encode_batch(entries: &[Entry]) -> serde_json::Result<Vec<u8>> {
-    let entries = entries
+    // The resources' own text goes into the line as it is (checked, not parsed into a value).
+    let bodies = entries
         .iter()
         .map(|e| match e {
-            Entry::Put(p, b) => EntryOut::Put { path: p.as_str(), value: b.value() },
+            Entry::Put(_, b) => b.json(),
+            _ => Ok(Bytes::new()),
+        })
+        .collect::<serde_json::Result<Vec<Bytes>>>()?;
+    let mut out = Vec::with_capacity(entries.len());
+    for (e, json) in entries.iter().zip(&bodies) {
+        out.push(match e {
+            Entry::Put(p, _) => EntryOut::Put { path: p.as_str(), value: serde_json::from_slice(json)? },
             Entry::Append(p, m) => EntryOut::Append { path: p.as_str(), member: m.as_str() },
             Entry::Unlist(p, m) => EntryOut::Unlist { path: p.as_str(), member: m.as_str() },
             Entry::Remove(p) => EntryOut::Remove { path: p.as_str() },
             Entry::KvPut(ns, key, value) => EntryOut::KvPut { ns, key, value },
             Entry::KvRemove(ns, key) => EntryOut::KvRemove { ns, key },
-        })
-        .collect();
-    let mut line = serde_json::to_vec(&LineOut { wal: WAL_VERSION, entries })?;
+        });
+    }
+    let mut line = serde_json::to_vec(&LineOut { wal: WAL_VERSION, entries: out })?;
     line.push(b'\n');
     Ok(line)
 }
@@ -401,7 +420,7 @@ mod tests {
         ]});
         let ops = decode(&serde_json::to_vec(&j).unwrap()).unwrap();
         let got: Vec<(Target, Option<Value>)> =
-            ops.iter().map(|o| (o.target.clone(), o.content.as_ref().map(|b| b.value().clone()))).collect();
+            ops.iter().map(|o| (o.target.clone(), o.content.as_ref().map(|b| b.value().into_owned()))).collect();
         assert_eq!(
             got,
             vec![

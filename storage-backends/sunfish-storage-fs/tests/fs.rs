@@ -25,7 +25,7 @@ async fn open(root: &Path) -> FsBackend {
 async fn contents(b: &FsBackend) -> BTreeMap<String, Value> {
     let mut out = BTreeMap::new();
     for path in b.paths().await.unwrap() {
-        out.insert(path.to_string(), b.get(&path).await.unwrap().value().clone());
+        out.insert(path.to_string(), b.get(&path).await.unwrap().value().into_owned());
     }
     out
 }
@@ -153,7 +153,7 @@ async fn journal_is_replayed() {
 
     let b = open(dir.path()).await;
     assert!(!jpath.exists(), "the journal is deleted once applied");
-    assert_eq!(b.get(&p("/redfish/v1/Systems/9")).await.unwrap().value(), &system("/redfish/v1/Systems/9"));
+    assert_eq!(*b.get(&p("/redfish/v1/Systems/9")).await.unwrap().value(), system("/redfish/v1/Systems/9"));
     assert_eq!(b.get(&p("/redfish/v1/Systems")).await.unwrap().value()["Members@odata.count"], 1);
     assert!(matches!(b.get(&p("/redfish/v1/Systems/1")).await, Err(Error::NotFound { .. })));
     assert!(!dir.path().join("Systems/1").exists());
@@ -215,8 +215,8 @@ async fn log_is_replayed() {
 
     let b = open(dir.path()).await;
     assert_eq!(log_bytes(dir.path()), "", "the log files are removed");
-    assert_eq!(b.get(&p("/redfish/v1/Systems/9")).await.unwrap().value(), &system("/redfish/v1/Systems/9"));
-    let systems = b.get(&p("/redfish/v1/Systems")).await.unwrap().value().clone();
+    assert_eq!(*b.get(&p("/redfish/v1/Systems/9")).await.unwrap().value(), system("/redfish/v1/Systems/9"));
+    let systems = b.get(&p("/redfish/v1/Systems")).await.unwrap().value().into_owned();
     let ids: Vec<&str> =
         systems["Members"].as_array().unwrap().iter().map(|m| m["@odata.id"].as_str().unwrap()).collect();
     assert_eq!(ids.iter().filter(|m| **m == "/redfish/v1/Systems/1").count(), 1, "{ids:?}");

@@ -315,7 +315,7 @@ async fn create_tx(
             }
             let seg = collection.last().unwrap_or_default().to_string();
             if parent_res.value().get(&seg).is_none() {
-                let mut pv = parent_res.value().clone();
+                let mut pv = parent_res.value().into_owned();
                 if let Some(obj) = pv.as_object_mut() {
                     obj.insert(seg, link(collection.as_str()));
                 }
@@ -344,7 +344,7 @@ async fn create_tx(
         return Err(Error::AlreadyExists { path: member_path.to_string() }.into());
     };
     let rev: i64 = row.get(0);
-    let mut cv = coll.value().clone();
+    let mut cv = coll.value().into_owned();
     append_member(&mut cv, &member_path);
     put(tx, collection, cv).await?;
     Ok(Resource::new(member.clone(), rev as u64))
@@ -432,7 +432,7 @@ impl StorageBackend for PostgresBackend {
     async fn patch(&self, path: &ResourcePath, delta: Value, if_match: Option<u64>) -> Result<Resource> {
         in_tx!(self, |tx| async {
             let current = checked(&tx, path, if_match).await?;
-            let mut value = current.value().clone();
+            let mut value = current.value().into_owned();
             merge_patch(&mut value, &delta);
             put(&tx, path, value).await
         })

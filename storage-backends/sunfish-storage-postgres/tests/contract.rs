@@ -128,7 +128,8 @@ async fn annotations_lead_bodies() {
     let Some(b) = fresh().await else { return };
     b.import(sunfish_core::test_util::fixture()).await.unwrap();
     let r = b.get(&p("/redfish/v1/Systems/1")).await.unwrap();
-    let keys: Vec<&str> = r.value().as_object().unwrap().keys().map(String::as_str).take(2).collect();
+    let value = r.value();
+    let keys: Vec<&str> = value.as_object().unwrap().keys().map(String::as_str).take(2).collect();
     assert_eq!(keys, ["@odata.id", "@odata.type"]);
 }
 

@@ -66,7 +66,7 @@ pub async fn ensure_collection(storage: &dyn StorageBackend, path: &ResourcePath
     let Some(c) = service_collection(path) else { return Ok(()) };
     match storage.get(path).await {
         Ok(_) => Ok(()),
-        Err(Error::NotFound { .. }) => storage.import(vec![(path.clone(), c.value().clone())]).await,
+        Err(Error::NotFound { .. }) => storage.import(vec![(path.clone(), c.value().into_owned())]).await,
         Err(e) => Err(e),
     }
 }

@@ -26,7 +26,7 @@ async fn owner_of(core: &Core, op: &WriteOp) -> Option<String> {
             return None;
         }
         match core.storage().get(&at).await {
-            Ok(r) if !r.is_collection() => return managing_agent(r.value()).map(str::to_string),
+            Ok(r) if !r.is_collection() => return managing_agent(&r.value()).map(str::to_string),
             _ => at = at.parent()?,
         }
     }
@@ -126,7 +126,7 @@ impl Aggregator {
         let ours = |v: Value| {
             let mut v = ours(v);
             if let Some(current) = &before {
-                keep_ours(current.value(), &mut v);
+                keep_ours(&current.value(), &mut v);
             }
             v
         };
@@ -174,7 +174,7 @@ impl Aggregator {
         if self.config.read_through.is_empty() || current.is_collection() {
             return Ok(None);
         }
-        let Some(source) = managing_agent(current.value()).map(str::to_string) else { return Ok(None) };
+        let Some(source) = managing_agent(&current.value()).map(str::to_string) else { return Ok(None) };
         let id = source.rsplit('/').next().unwrap_or_default();
         let Some(agent) = self.agent(id) else { return Ok(None) };
         let (host, aliases) = {
@@ -195,7 +195,7 @@ impl Aggregator {
                 m.insert("Id".into(), Value::String(last.to_string()));
             }
         }
-        keep_ours(current.value(), &mut v);
+        keep_ours(&current.value(), &mut v);
         mark_owned(&mut v, &source);
         if v == *current.value() {
             return Ok(None);

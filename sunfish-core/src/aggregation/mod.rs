@@ -675,7 +675,7 @@ impl Aggregator {
                 continue;
             }
             match self.storage.get(&path).await {
-                Ok(r) if managing_agent(r.value()) == Some(me.as_str()) => {}
+                Ok(r) if managing_agent(&r.value()) == Some(me.as_str()) => {}
                 _ => continue,
             }
             match self.storage.delete(&path, None).await {
@@ -737,7 +737,7 @@ impl Aggregator {
         for f in &shared {
             if let Ok(p) = ResourcePath::parse(f) {
                 if let Ok(r) = self.storage.get(&p).await {
-                    let mut v = r.value().clone();
+                    let mut v = r.value().into_owned();
                     if remove_sharer(&mut v, &me) {
                         self.storage.replace(&p, v, None).await?;
                     }
@@ -758,7 +758,7 @@ impl Aggregator {
             let Some(heir) = heir else { continue };
             let heir_id = heir.rsplit('/').next().unwrap_or_default().to_string();
             let Some(heir_agent) = self.agent(&heir_id) else { continue };
-            let mut v = r.value().clone();
+            let mut v = r.value().into_owned();
             remove_sharer(&mut v, &heir);
             if let Some(rm) = v.pointer_mut("/Oem/Sunfish_RM").and_then(Value::as_object_mut) {
                 rm.insert("ManagingAgent".into(), link(&heir));

@@ -236,7 +236,7 @@ impl Aggregator {
             return Some(v.clone());
         }
         let p = ResourcePath::parse(path).ok()?;
-        self.storage.get(&p).await.ok().map(|r| r.value().clone())
+        self.storage.get(&p).await.ok().map(|r| r.value().into_owned())
     }
 
     /// Places `fetched` (agent URI → object) for `agent`; with `root`, objects reached from

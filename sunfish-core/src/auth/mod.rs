@@ -416,7 +416,7 @@ impl AuthService {
         for p in self.storage.children(&ResourcePath::parse(ACCOUNTS)?).await? {
             if let Ok(r) = self.storage.get(&p).await {
                 if r.value().get("UserName").and_then(Value::as_str) == Some(user) {
-                    return Ok(Some((p, r.value().clone())));
+                    return Ok(Some((p, r.value().into_owned())));
                 }
             }
         }
@@ -429,7 +429,7 @@ impl AuthService {
     }
 
     async fn principal_for_account(&self, account: &ResourcePath) -> Result<Principal> {
-        let v = self.storage.get(account).await?.value().clone();
+        let v = self.storage.get(account).await?.value().into_owned();
         Ok(self.principal_from(account, &v))
     }
 
@@ -727,7 +727,7 @@ impl AuthService {
     /// Ids of sessions that must end.
     pub async fn account_changed(&self, account: &ResourcePath) -> Vec<String> {
         self.basic_cache.lock().clear();
-        let current = self.storage.get(account).await.ok().map(|r| r.value().clone());
+        let current = self.storage.get(account).await.ok().map(|r| r.value().into_owned());
         let sessions: Vec<Arc<SessionState>> =
             self.sessions.read().values().filter(|s| &s.principal.read().account == account).cloned().collect();
         let mut ended = Vec::new();

@@ -399,7 +399,7 @@ impl EventService {
         for p in self.storage.children(&subs).await? {
             match self.storage.get(&p).await {
                 Ok(r) if r.type_name() == Some("EventDestination") => {
-                    if let Err(e) = self.register(&p, r.value()).await {
+                    if let Err(e) = self.register(&p, &r.value()).await {
                         warn!(subscription = %p, error = %e, "stored subscription not loaded");
                     }
                 }
@@ -750,7 +750,7 @@ impl EventService {
             }
             if let Ok(r) = self.storage.get(&p).await {
                 if r.type_name() == Some("EventDestination") {
-                    if let Err(e) = me.register(&p, r.value()).await {
+                    if let Err(e) = me.register(&p, &r.value()).await {
                         warn!(subscription = %p, error = %e, "stored subscription not loaded");
                     }
                 }
@@ -851,7 +851,7 @@ impl EventService {
         let Ok(path) = ResourcePath::parse(&format!("{SUBSCRIPTIONS}/{id}")) else { return };
         match self.storage.get(&path).await {
             Ok(r) if r.type_name() == Some("EventDestination") => {
-                if let Err(e) = me.register(&path, r.value()).await {
+                if let Err(e) = me.register(&path, &r.value()).await {
                     warn!(subscription = %id, error = %e, "announced subscription not loaded");
                 }
             }

@@ -133,7 +133,7 @@ impl ObjectHandler for SubscriptionHooks {
             }
             Operation::Patch | Operation::Replace => {
                 let current = core.get(&op.path).await?;
-                let mut merged = current.value().clone();
+                let mut merged = current.value().into_owned();
                 if op.operation == Operation::Patch {
                     merge_patch(&mut merged, &Value::Object(body.clone()));
                 } else {
@@ -170,9 +170,9 @@ impl ObjectHandler for SubscriptionHooks {
                         .kv_put(NS_SECRET, &id, serde_json::to_value(headers).unwrap_or_default())
                         .await?;
                 }
-                self.service.register(&op.path, r.value()).await?;
+                self.service.register(&op.path, &r.value()).await?;
             }
-            (_, Some(r)) => self.service.register(&op.path, r.value()).await?,
+            (_, Some(r)) => self.service.register(&op.path, &r.value()).await?,
             _ => return Ok(()),
         }
         self.service.announce(&id).await;

@@ -237,7 +237,7 @@ impl<'a> Resolver<'a> {
         let Ok(path) = ResourcePath::parse(path_part) else { return Ok(None) };
         let Some(resource) = self.resource(&path).await? else { return Ok(None) };
         let value = match fragment {
-            None | Some("") => Some(resource.value().clone()),
+            None | Some("") => Some(resource.value().into_owned()),
             Some(pointer) => resource.value().pointer(pointer).cloned(),
         };
         Ok(value.map(|v| (path, v)))
@@ -252,7 +252,7 @@ impl<'a> Resolver<'a> {
         let Ok(path) = ResourcePath::parse(path_part) else { return Ok(false) };
         let Some(resource) = self.resource(&path).await? else { return Ok(false) };
         Ok(match fragment {
-            None | Some("") => pred(resource.value()),
+            None | Some("") => pred(&resource.value()),
             Some(pointer) => resource.value().pointer(pointer).is_some_and(pred),
         })
     }

@@ -301,7 +301,7 @@ pub async fn apply(
 ) -> Result<Value> {
     if opts.only {
         let member = only_member(fetch, resource).await?;
-        return Ok(member.as_ref().unwrap_or(resource).value().clone());
+        return Ok(member.as_ref().unwrap_or(resource).value().into_owned());
     }
     let mut resolver = Resolver::new(fetch, budget);
     let collection = resource.is_collection();
@@ -319,7 +319,7 @@ pub async fn apply(
         }
     }
 
-    let mut body = resource.value().clone();
+    let mut body = resource.value().into_owned();
     if let Some(filter) = &opts.filter {
         filter_members(&mut resolver, &mut body, filter).await?;
     }
@@ -359,7 +359,8 @@ pub async fn only_member(fetch: &dyn Fetch, resource: &Resource) -> Result<Optio
     if !resource.is_collection() {
         return Ok(None);
     }
-    let Some([single]) = resource.value().get("Members").and_then(Value::as_array).map(Vec::as_slice) else {
+    let value = resource.value();
+    let Some([single]) = value.get("Members").and_then(Value::as_array).map(Vec::as_slice) else {
         return Ok(None);
     };
     let Some(path) = single.get("@odata.id").and_then(Value::as_str).and_then(|t| ResourcePath::parse(t).ok()) else {
@@ -911,7 +912,7 @@ mod tests {
         assert_eq!(m.run(&format!("{SYSTEMS}/1"), "only").await.unwrap(), system(1));
         let one = Resource::new(m.map["/redfish/v1/One"].clone(), 3);
         let member = only_member(&m, &one).await.unwrap().unwrap();
-        assert_eq!((member.value(), member.revision()), (&system(2), 1), "the member itself, for its ETag");
+        assert_eq!((member.value().into_owned(), member.revision()), (system(2), 1), "the member itself, for its ETag");
         let both = Resource::new(m.map[SYSTEMS].clone(), 3);
         assert!(only_member(&m, &both).await.unwrap().is_none());
     }

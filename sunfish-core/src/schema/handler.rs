@@ -44,8 +44,8 @@ impl ObjectHandler for SchemaValidator {
             }
             Operation::Patch | Operation::Replace => {
                 let current = core.get(&op.path).await?;
-                let Some(t) = current.value().get("@odata.type").and_then(Value::as_str) else { return Ok(()) };
-                self.schemas.validate(t, payload, op.operation, Some(current.value()))
+                let Some(t) = current.odata_type() else { return Ok(()) };
+                self.schemas.validate(t, payload, op.operation, Some(&current.value()))
             }
             Operation::Get | Operation::Delete => Ok(()),
         }
