@@ -45,13 +45,26 @@ const READERS: usize = 8;
 /// # Errors
 /// Only when `root` itself cannot be read.
 pub fn read_tree(root: &Path) -> std::io::Result<(Vec<(ResourcePath, Value)>, Vec<TreeWarning>)> {
+    read_tree_with(root, &|_, v| fitted(v))
+}
+
+/// [`read_tree`], each value handed to `convert` by the thread that parsed it: a store that
+/// keeps something else than the parsed values (the fs backend keeps compact text) converts
+/// them in parallel, and never holds every value of the tree at once.
+///
+/// # Errors
+/// Only when `root` itself cannot be read.
+pub fn read_tree_with<T: Send>(
+    root: &Path,
+    convert: &(dyn Fn(&ResourcePath, Value) -> T + Sync),
+) -> std::io::Result<(Vec<(ResourcePath, T)>, Vec<TreeWarning>)> {
     std::fs::read_dir(root)?;
     let walk = Walk {
         state: Mutex::new(WalkState { folders: vec![(root.to_path_buf(), ResourcePath::root())], busy: 0 }),
         more: Condvar::new(),
     };
     let (mut out, mut warnings) = std::thread::scope(|scope| {
-        let readers: Vec<_> = (0..READERS).map(|_| scope.spawn(|| walk.read())).collect();
+        let readers: Vec<_> = (0..READERS).map(|_| scope.spawn(|| walk.read(convert))).collect();
         let mut out = Vec::new();
         let mut warnings = Vec::new();
         for r in readers {
@@ -81,16 +94,16 @@ struct WalkState {
     busy: usize,
 }
 
-type Found = (Vec<(ResourcePath, Value)>, Vec<TreeWarning>);
+type Found<T> = (Vec<(ResourcePath, T)>, Vec<TreeWarning>);
 
 impl Walk {
     /// One reader: takes folders until none is left and no reader can add one.
-    fn read(&self) -> Found {
+    fn read<T>(&self, convert: &(dyn Fn(&ResourcePath, Value) -> T + Sync)) -> Found<T> {
         let mut out = Vec::new();
         let mut warnings = Vec::new();
         while let Some((dir, rpath)) = self.next() {
             let mut subfolders = Vec::new();
-            read_folder(&dir, &rpath, &mut subfolders, &mut out, &mut warnings);
+            read_folder(&dir, &rpath, &mut subfolders, &mut out, &mut warnings, convert);
             self.done(subfolders);
         }
         (out, warnings)
@@ -126,12 +139,13 @@ impl Walk {
 }
 
 /// Reads one folder: its subfolders (to read next) and its `index.json`.
-fn read_folder(
+fn read_folder<T>(
     dir: &Path,
     rpath: &ResourcePath,
     subfolders: &mut Vec<(PathBuf, ResourcePath)>,
-    out: &mut Vec<(ResourcePath, Value)>,
+    out: &mut Vec<(ResourcePath, T)>,
     warnings: &mut Vec<TreeWarning>,
+    convert: &(dyn Fn(&ResourcePath, Value) -> T + Sync),
 ) {
     let entries = match std::fs::read_dir(dir) {
         Ok(e) => e,
@@ -160,7 +174,7 @@ fn read_folder(
                 .map_err(|e| e.to_string())
                 .and_then(|b| serde_json::from_slice::<Value>(&b).map_err(|e| e.to_string()))
             {
-                Ok(v) if v.is_object() => out.push((rpath.clone(), fitted(v))),
+                Ok(v) if v.is_object() => out.push((rpath.clone(), convert(rpath, v))),
                 Ok(_) => warnings.push(TreeWarning { file: entry.path(), reason: "not a JSON object".into() }),
                 Err(reason) => warnings.push(TreeWarning { file: entry.path(), reason }),
             }

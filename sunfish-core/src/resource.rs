@@ -23,6 +23,7 @@ pub struct Resource {
     inner: Arc<Inner>,
 }
 
+#[derive(Clone)]
 struct Inner {
     revision: u64,
     body: Body,
@@ -32,6 +33,7 @@ struct Inner {
     odata_type: Option<Box<str>>,
 }
 
+#[derive(Clone)]
 enum Body {
     /// A collection: the value, and its compact JSON once a response has needed it.
     Parsed { value: Value, json: OnceLock<Bytes> },
@@ -69,6 +71,14 @@ impl Resource {
             Ok(Inner { body: Body::Compact(json), .. }) => parse(&json),
             Err(shared) => Resource { inner: shared }.value().into_owned(),
         }
+    }
+
+    /// The same content at another revision: how a resource wrapped away from its store (see
+    /// [`crate::tree::Loaded`]) enters it. Moves the content when this is the only handle.
+    pub fn with_revision(self, revision: u64) -> Resource {
+        let mut inner = Arc::try_unwrap(self.inner).unwrap_or_else(|shared| Inner::clone(&shared));
+        inner.revision = revision;
+        Resource { inner: Arc::new(inner) }
     }
 
     /// The storage revision; changes on every write of this resource (also a collection's on

@@ -34,6 +34,24 @@ pub enum Change {
     KvRemove(String, String),
 }
 
+/// A resource ready to enter a tree: wrapped (as compact text unless it is a collection, see
+/// [`Resource`]) and its links found. Every write makes one; a store loaded from disk makes
+/// them in the threads that read the files ([`crate::layout::read_tree_with`]), so that the
+/// work is shared by the cores and the parsed values never exist all at once.
+pub struct Loaded {
+    path: ResourcePath,
+    resource: Resource,
+    links: Vec<ResourcePath>,
+}
+
+impl Loaded {
+    /// Wraps `value`, to be stored at `path`.
+    pub fn new(path: ResourcePath, value: Value) -> Self {
+        let links = cross_links(&path, &value);
+        Loaded { resource: Resource::new(value, 0), links, path }
+    }
+}
+
 /// A previous value, recorded while a transaction is open so it can be rolled back.
 #[derive(Debug)]
 enum UndoEntry {
@@ -200,8 +218,12 @@ impl ResourceTree {
     }
 
     fn put(&mut self, path: ResourcePath, value: Value, changes: &mut Vec<Change>) -> Resource {
-        let links = cross_links(&path, &value);
-        let res = Resource::new(value, self.bump());
+        self.put_loaded(Loaded::new(path, value), changes)
+    }
+
+    fn put_loaded(&mut self, loaded: Loaded, changes: &mut Vec<Change>) -> Resource {
+        let Loaded { path, resource, links } = loaded;
+        let res = resource.with_revision(self.bump());
         self.set_resource(path.clone(), Some(res.clone()), links);
         changes.push(Change::Put(path, res.clone()));
         res
@@ -455,9 +477,14 @@ impl ResourceTree {
 
     /// Stores each resource as given (seed, migration, loading from disk).
     pub fn import(&mut self, resources: Vec<(ResourcePath, Value)>) -> Vec<Change> {
+        self.import_loaded(resources.into_iter().map(|(p, v)| Loaded::new(p, v)).collect())
+    }
+
+    /// [`ResourceTree::import`] of resources prepared elsewhere ([`Loaded::new`]).
+    pub fn import_loaded(&mut self, resources: Vec<Loaded>) -> Vec<Change> {
         let mut changes = Vec::new();
-        for (p, v) in resources {
-            self.put(p, v, &mut changes);
+        for loaded in resources {
+            self.put_loaded(loaded, &mut changes);
         }
         changes
     }

@@ -6,8 +6,10 @@ use std::fs;
 use std::io;
 
 use serde_json::Value;
-use sunfish_core::layout::read_tree;
-use sunfish_core::tree::{check_kv_name, ResourceTree};
+use sunfish_core::layout::{fitted, read_tree_with};
+use sunfish_core::resource::is_collection;
+use sunfish_core::tree::{check_kv_name, Loaded, ResourceTree};
+use sunfish_core::ResourcePath;
 use tracing::{info, warn};
 
 use crate::disk::{Disk, KV_SUFFIX};
@@ -111,14 +113,16 @@ pub(crate) fn replay(disk: &mut Disk, tree: &mut ResourceTree) -> io::Result<()>
 /// # Errors
 /// The root cannot be read.
 pub(crate) fn load(disk: &Disk, first_revision: u64) -> io::Result<ResourceTree> {
-    let (resources, warnings) = read_tree(disk.root())?;
+    // Collections stay parsed in the tree: fitted to their size, as `read_tree` does.
+    let prepare = |p: &ResourcePath, v: Value| Loaded::new(p.clone(), if is_collection(&v) { fitted(v) } else { v });
+    let (resources, warnings) = read_tree_with(disk.root(), &prepare)?;
     for w in &warnings {
         warn!(file = %w.file.display(), reason = %w.reason, "skipping a file of the fs storage tree");
     }
     let mut tree = ResourceTree::new(first_revision);
     // Loading is not a change: the returned change set is dropped, nothing is written back.
     let count = resources.len();
-    let _ = tree.import(resources);
+    let _ = tree.import_loaded(resources.into_iter().map(|(_, loaded)| loaded).collect());
     let mut records = 0usize;
     for (ns, key, value) in read_records(disk)? {
         let _ = tree.kv_put(&ns, &key, value);
