@@ -21,6 +21,7 @@ use crate::registry::{entries, lookup};
 use crate::resource::{check_immutable, collection_template, is_collection, type_name};
 use crate::schema::{SchemaSet, SchemaValidator};
 use crate::tasks::{task_event, FinalResponse, MonitorState, TaskRef, TaskService};
+use crate::tree::Loaded;
 use crate::{
     AgentForwarder, AgentForwarderRegistration, Error, EventEnvelope, EventHandler, EventHandlerRegistration,
     Forwarded, ObjectHandler, ObjectHandlerRegistration, Operation, PluginOptions, Resource, ResourcePath, Result,
@@ -443,11 +444,11 @@ impl Core {
     ///
     /// # Errors
     /// Storage failures.
-    pub async fn seed_if_empty(&self, resources: Vec<(ResourcePath, Value)>) -> Result<bool> {
+    pub async fn seed_if_empty(&self, resources: Vec<Loaded>) -> Result<bool> {
         if !self.inner.storage.paths().await?.is_empty() {
             return Ok(false);
         }
-        self.inner.storage.import(resources).await?;
+        self.inner.storage.import_loaded(resources).await?;
         Ok(true)
     }
 

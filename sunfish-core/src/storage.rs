@@ -17,6 +17,7 @@ use serde_json::Value;
 
 use tokio::sync::{broadcast, watch};
 
+use crate::tree::Loaded;
 use crate::{BoxFuture, PluginOptions, Resource, ResourcePath, Result, StartupError};
 
 /// Where resources live. Object-safe; the server holds one as `Arc<dyn StorageBackend>`.
@@ -79,6 +80,17 @@ pub trait StorageBackend: Send + Sync + 'static {
     /// # Errors
     /// Backend failures.
     async fn import(&self, resources: Vec<(ResourcePath, Value)>) -> Result<()>;
+
+    /// [`StorageBackend::import`] of resources wrapped already, by the threads that read them
+    /// ([`crate::layout::read_tree_with`]): a backend that keeps a [`crate::tree::ResourceTree`]
+    /// takes them as they are, so a large seed never exists as parsed values all at once. By
+    /// default, the values are handed to `import`.
+    ///
+    /// # Errors
+    /// Backend failures.
+    async fn import_loaded(&self, resources: Vec<Loaded>) -> Result<()> {
+        self.import(resources.into_iter().map(Loaded::into_value).collect()).await
+    }
 
     /// A private record of namespace `ns` (`sessions`, `aliases`, ...).
     ///

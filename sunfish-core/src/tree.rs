@@ -9,7 +9,8 @@ use std::ops::Bound;
 
 use serde_json::Value;
 
-use crate::resource::{append_member, cross_links, has_links, link, merge_patch, remove_links};
+use crate::layout::fitted;
+use crate::resource::{append_member, cross_links, has_links, is_collection, link, merge_patch, remove_links};
 use crate::{Error, Operation, Resource, ResourcePath, Result};
 
 /// One effect of a mutation, for persistence.
@@ -45,10 +46,17 @@ pub struct Loaded {
 }
 
 impl Loaded {
-    /// Wraps `value`, to be stored at `path`.
+    /// Wraps `value`, to be stored at `path`. A collection, kept parsed, is [`fitted`] to its
+    /// size first (its content is as large as its members are many).
     pub fn new(path: ResourcePath, value: Value) -> Self {
         let links = cross_links(&path, &value);
+        let value = if is_collection(&value) { fitted(value) } else { value };
         Loaded { resource: Resource::new(value, 0), links, path }
+    }
+
+    /// The path and the value, for a store that keeps values.
+    pub fn into_value(self) -> (ResourcePath, Value) {
+        (self.path, self.resource.into_value())
     }
 }
 
@@ -475,7 +483,8 @@ impl ResourceTree {
         self.resources.keys().cloned().collect()
     }
 
-    /// Stores each resource as given (seed, migration, loading from disk).
+    /// Stores each resource as given (migration; seeds and loading from disk use
+    /// [`ResourceTree::import_loaded`]).
     pub fn import(&mut self, resources: Vec<(ResourcePath, Value)>) -> Vec<Change> {
         self.import_loaded(resources.into_iter().map(|(p, v)| Loaded::new(p, v)).collect())
     }

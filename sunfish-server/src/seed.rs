@@ -5,7 +5,8 @@ use std::path::Path;
 
 use include_dir::{include_dir, Dir};
 use serde_json::Value;
-use sunfish_core::layout::{read_tree, resources_from_files};
+use sunfish_core::layout::{read_tree_with, resources_from_files};
+use sunfish_core::tree::Loaded;
 use sunfish_core::{Core, ResourcePath, StartupError};
 
 static BUILTIN: Dir<'static> = include_dir!("$CARGO_MANIFEST_DIR/../conf/seed");
@@ -50,7 +51,7 @@ pub async fn apply(core: &Core, seed: &str) -> Result<(), StartupError> {
         return Ok(());
     }
     drop(paths);
-    let resources = match seed {
+    let resources: Vec<Loaded> = match seed {
         "builtin" => {
             let mut res = builtin()?;
             // Each service gets its own identity (its root and its Manager share it); the seed
@@ -63,15 +64,15 @@ pub async fn apply(core: &Core, seed: &str) -> Result<(), StartupError> {
                     }
                 }
             }
-            res
+            res.into_iter().map(|(p, v)| Loaded::new(p, v)).collect()
         }
         dir => {
-            let (res, warnings) = read_tree(Path::new(dir))
+            let (res, warnings) = read_tree_with(Path::new(dir), &|p, v| Loaded::new(p.clone(), v))
                 .map_err(|e| StartupError::Io { what: format!("seed tree {dir}"), reason: e.to_string() })?;
             for w in warnings {
                 tracing::warn!(file = %w.file.display(), reason = %w.reason, "seed file skipped");
             }
-            res
+            res.into_iter().map(|(_, loaded)| loaded).collect()
         }
     };
     let n = resources.len();

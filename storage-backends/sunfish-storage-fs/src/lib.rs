@@ -40,7 +40,7 @@ use async_trait::async_trait;
 use parking_lot::{Mutex, RwLock};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use sunfish_core::tree::{check_kv_name, Change, ResourceTree};
+use sunfish_core::tree::{check_kv_name, Change, Loaded, ResourceTree};
 use sunfish_core::{
     BoxFuture, Error, PluginOptions, Resource, ResourcePath, Result, StartupError, StorageBackend,
     StorageBackendRegistration,
@@ -265,6 +265,10 @@ impl StorageBackend for FsBackend {
 
     async fn import(&self, resources: Vec<(ResourcePath, Value)>) -> Result<()> {
         self.commit(|tree| Ok(((), tree.import(resources)))).await
+    }
+
+    async fn import_loaded(&self, resources: Vec<Loaded>) -> Result<()> {
+        self.commit(|tree| Ok(((), tree.import_loaded(resources)))).await
     }
 
     async fn kv_get(&self, ns: &str, key: &str) -> Result<Option<Value>> {

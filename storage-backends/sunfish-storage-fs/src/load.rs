@@ -6,10 +6,8 @@ use std::fs;
 use std::io;
 
 use serde_json::Value;
-use sunfish_core::layout::{fitted, read_tree_with};
-use sunfish_core::resource::is_collection;
+use sunfish_core::layout::read_tree_with;
 use sunfish_core::tree::{check_kv_name, Loaded, ResourceTree};
-use sunfish_core::ResourcePath;
 use tracing::{info, warn};
 
 use crate::disk::{Disk, KV_SUFFIX};
@@ -113,9 +111,7 @@ pub(crate) fn replay(disk: &mut Disk, tree: &mut ResourceTree) -> io::Result<()>
 /// # Errors
 /// The root cannot be read.
 pub(crate) fn load(disk: &Disk, first_revision: u64) -> io::Result<ResourceTree> {
-    // Collections stay parsed in the tree: fitted to their size, as `read_tree` does.
-    let prepare = |p: &ResourcePath, v: Value| Loaded::new(p.clone(), if is_collection(&v) { fitted(v) } else { v });
-    let (resources, warnings) = read_tree_with(disk.root(), &prepare)?;
+    let (resources, warnings) = read_tree_with(disk.root(), &|p, v| Loaded::new(p.clone(), v))?;
     for w in &warnings {
         warn!(file = %w.file.display(), reason = %w.reason, "skipping a file of the fs storage tree");
     }

@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use parking_lot::RwLock;
 use serde::Deserialize;
 use serde_json::Value;
-use sunfish_core::tree::{check_kv_name, ResourceTree};
+use sunfish_core::tree::{check_kv_name, Loaded, ResourceTree};
 use sunfish_core::{
     register_storage_backend, Resource, ResourcePath, Result, StorageBackend, StorageBackendRegistration,
 };
@@ -77,6 +77,11 @@ impl StorageBackend for MemoryBackend {
 
     async fn import(&self, resources: Vec<(ResourcePath, Value)>) -> Result<()> {
         self.tree.write().import(resources);
+        Ok(())
+    }
+
+    async fn import_loaded(&self, resources: Vec<Loaded>) -> Result<()> {
+        self.tree.write().import_loaded(resources);
         Ok(())
     }
 
