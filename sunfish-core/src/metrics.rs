@@ -24,6 +24,7 @@ use serde_json::Value;
 use tokio::sync::{broadcast, watch};
 
 use crate::{Core, Notification, Resource, ResourcePath, Result, StorageBackend};
+use crate::tree::Loaded;
 
 /// Latency buckets in seconds, from a cached GET (tens of µs) to a slow agent (seconds).
 const LATENCY_BUCKETS: [f64; 14] =
@@ -349,6 +350,9 @@ impl StorageBackend for TimedStorage {
     }
     async fn import(&self, resources: Vec<(ResourcePath, Value)>) -> Result<()> {
         self.timed(Op::Import, self.inner.import(resources)).await
+    }
+    async fn import_loaded(&self, resources: Vec<Loaded>) -> Result<()> {
+        self.timed(Op::Import, self.inner.import_loaded(resources)).await
     }
     async fn kv_get(&self, ns: &str, key: &str) -> Result<Option<Value>> {
         self.timed(Op::KvGet, self.inner.kv_get(ns, key)).await
