@@ -23,8 +23,8 @@ use prometheus::{
 use serde_json::Value;
 use tokio::sync::{broadcast, watch};
 
-use crate::{Core, Notification, Resource, ResourcePath, Result, StorageBackend};
 use crate::tree::Loaded;
+use crate::{Core, Notification, Resource, ResourcePath, Result, StorageBackend};
 
 /// Latency buckets in seconds, from a cached GET (tens of µs) to a slow agent (seconds).
 const LATENCY_BUCKETS: [f64; 14] =

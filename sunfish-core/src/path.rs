@@ -118,6 +118,18 @@ impl ResourcePath {
         Ok(ResourcePath(format!("{}/{}", self.0, segment)))
     }
 
+    /// Bounds, in path order, around `self` and every path below it: `self` (included) and
+    /// the first string after all of `self/...` (excluded; `'0'` follows `'/'`). Paths such as
+    /// `self-x` sort in between too: a range scan filters with [`ResourcePath::is_within`].
+    pub(crate) fn subtree_bounds(&self) -> (ResourcePath, ResourcePath) {
+        (self.clone(), ResourcePath(format!("{}0", self.0)))
+    }
+
+    /// A value that sorts before every path: the other half of a range bound over pairs.
+    pub(crate) fn least() -> ResourcePath {
+        ResourcePath(String::new())
+    }
+
     /// Whether `self` is `other` or lies below it, on segment boundaries (`/Systems/10` is not
     /// below `/Systems/1`).
     pub fn is_within(&self, other: &ResourcePath) -> bool {

@@ -93,7 +93,9 @@ pub struct ResourceTree {
     /// A delete reads the targets within what it removes instead of walking the whole store
     /// under the write lock. Kept by [`ResourceTree::store`], through which every change of
     /// `resources` goes except appends of a child member, which add no such link.
-    backlinks: BTreeMap<ResourcePath, BTreeSet<ResourcePath>>,
+    /// One `(target, holder)` entry per link (a set per target cost a tree node, 280 bytes,
+    /// for the many targets that only one resource links to).
+    backlinks: BTreeSet<(ResourcePath, ResourcePath)>,
     /// The same links by holder (only holders that have any), so that replacing or removing a
     /// resource drops its entries without parsing its stored JSON again.
     links: BTreeMap<ResourcePath, Vec<ResourcePath>>,
@@ -109,7 +111,7 @@ impl ResourceTree {
     pub fn new(first_revision: u64) -> Self {
         ResourceTree {
             resources: BTreeMap::new(),
-            backlinks: BTreeMap::new(),
+            backlinks: BTreeSet::new(),
             links: BTreeMap::new(),
             kv: BTreeMap::new(),
             next_revision: first_revision.max(1),
@@ -184,15 +186,10 @@ impl ResourceTree {
         };
         let dropped = self.links.remove(&path).unwrap_or_default();
         for target in dropped {
-            if let Some(holders) = self.backlinks.get_mut(&target) {
-                holders.remove(&path);
-                if holders.is_empty() {
-                    self.backlinks.remove(&target);
-                }
-            }
+            self.backlinks.remove(&(target, path.clone()));
         }
         for target in &links {
-            self.backlinks.entry(target.clone()).or_default().insert(path.clone());
+            self.backlinks.insert((target.clone(), path.clone()));
         }
         if !links.is_empty() {
             self.links.insert(path, links);
@@ -405,10 +402,14 @@ impl ResourceTree {
         // also drops the collection member entry or the navigation property. Only the parent
         // and the holders the index lists for targets in the subtree can have such links.
         let mut holders: BTreeSet<ResourcePath> = path.parent().into_iter().collect();
-        let (lower, upper) = below(path);
-        let within = (Bound::Included(lower.as_str()), Bound::Excluded(upper.as_str()));
-        let targets = self.backlinks.get_key_value(path).into_iter().chain(self.backlinks.range::<str, _>(within));
-        holders.extend(targets.flat_map(|(_, h)| h.iter().filter(|h| !h.is_within(path)).cloned()));
+        let (first, after) = path.subtree_bounds();
+        let range = (Bound::Included((first, ResourcePath::least())), Bound::Excluded((after, ResourcePath::least())));
+        holders.extend(
+            self.backlinks
+                .range(range)
+                .filter(|(target, holder)| target.is_within(path) && !holder.is_within(path))
+                .map(|(_, holder)| holder.clone()),
+        );
         let removed = self.subtree(path);
         let mut changes = Vec::new();
         for p in &removed {
@@ -523,7 +524,7 @@ impl ResourceTree {
         // A create only appends direct children, which the index leaves out; a log written
         // otherwise still leaves the index right.
         if member.parent().as_ref() != Some(collection) {
-            self.backlinks.entry(member.clone()).or_default().insert(collection.clone());
+            self.backlinks.insert((member.clone(), collection.clone()));
             self.links.entry(collection.clone()).or_default().push(member.clone());
         }
         true
@@ -641,11 +642,11 @@ mod tests {
 
     /// The link index as rebuilt from scratch: what [`ResourceTree::backlinks`] must equal
     /// (checked here: [`ResourceTree::links`] holds the same links by holder).
-    fn fresh_index(t: &ResourceTree) -> BTreeMap<ResourcePath, BTreeSet<ResourcePath>> {
-        let mut out: BTreeMap<ResourcePath, BTreeSet<ResourcePath>> = BTreeMap::new();
+    fn fresh_index(t: &ResourceTree) -> BTreeSet<(ResourcePath, ResourcePath)> {
+        let mut out = BTreeSet::new();
         for (holder, res) in &t.resources {
             for target in cross_links(holder, &res.value()) {
-                out.entry(target).or_default().insert(holder.clone());
+                out.insert((target, holder.clone()));
             }
         }
         let mut by_holder: BTreeMap<ResourcePath, BTreeSet<ResourcePath>> = BTreeMap::new();
@@ -653,10 +654,8 @@ mod tests {
             by_holder.entry(holder.clone()).or_default().extend(targets.iter().cloned());
         }
         let mut expected: BTreeMap<ResourcePath, BTreeSet<ResourcePath>> = BTreeMap::new();
-        for (target, holders) in &out {
-            for h in holders {
-                expected.entry(h.clone()).or_default().insert(target.clone());
-            }
+        for (target, holder) in &out {
+            expected.entry(holder.clone()).or_default().insert(target.clone());
         }
         assert_eq!(by_holder, expected, "links by holder");
         out
@@ -695,12 +694,12 @@ mod tests {
             t.restore(p(&format!("/redfish/v1/Systems/{id}/Bios")), Some(json!({"Id": "Bios"})));
         }
         assert_eq!(t.backlinks, fresh_index(&t));
-        assert!(t.backlinks[&p("/redfish/v1/Chassis/c")].contains(&p("/redfish/v1/Systems/a")));
+        assert!(t.backlinks.contains(&(p("/redfish/v1/Chassis/c"), p("/redfish/v1/Systems/a"))));
+        assert!(t.backlinks.contains(&(p("/redfish/v1/Systems/a/Bios"), p("/redfish/v1/Chassis/c"))));
         assert!(
-            !t.backlinks.contains_key(&p("/redfish/v1/Systems/a/Bios"))
-                || t.backlinks[&p("/redfish/v1/Systems/a/Bios")].len() == 1
+            !t.backlinks.iter().any(|(target, _)| target.as_str() == "/redfish/v1/Systems"),
+            "child links are not indexed"
         );
-        assert!(!t.backlinks.contains_key(&p("/redfish/v1/Systems")), "the root's child links are not indexed");
 
         // Rolled back, a delete leaves resources and index as they were.
         let snapshot: Vec<(ResourcePath, Value)> =
