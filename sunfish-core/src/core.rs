@@ -856,8 +856,8 @@ impl Core {
     ) -> Result<Outcome> {
         let current = self.writable(path, Operation::Replace, if_match, client).await?;
         let incoming = Value::Object(into_object(payload)?);
-        let stored = current.value();
-        check_immutable(&stored, &incoming)?;
+        let stored = current.value_for_write();
+        check_immutable(stored, &incoming)?;
         let mut obj = into_object(incoming)?;
         for prop in crate::resource::IMMUTABLE_PROPERTIES {
             if let Some(v) = stored.get(prop) {
@@ -903,7 +903,7 @@ impl Core {
     ) -> Result<Outcome> {
         let current = self.writable(path, Operation::Patch, if_match, client).await?;
         let mut delta = into_object(delta)?;
-        let stored = current.value();
+        let stored = current.value_for_write();
         // Annotations that restate the resource (`@odata.id` with or without a trailing slash,
         // the same `@odata.type`) are dropped; a PATCH of nothing else changes nothing.
         delta.retain(|k, v| {
@@ -917,7 +917,7 @@ impl Core {
             return Err(Error::NoOperation);
         }
         let delta = Value::Object(delta);
-        check_immutable(&stored, &delta)?;
+        check_immutable(stored, &delta)?;
         let mut op = WriteOp {
             operation: Operation::Patch,
             path: path.clone(),

@@ -31,6 +31,10 @@ struct Inner {
     id: Option<Box<str>>,
     /// `@odata.type`, which every response's headers and type checks use.
     odata_type: Option<Box<str>>,
+    /// The parsed text, kept only once a write has asked for it
+    /// ([`Resource::value_for_write`]): a write reads the current resource several times
+    /// (checks, handlers, the merge), and the resource is replaced right after.
+    parsed: OnceLock<Value>,
 }
 
 #[derive(Clone)]
@@ -53,7 +57,7 @@ impl Resource {
         } else {
             Body::Compact(compact(&value))
         };
-        Resource { inner: Arc::new(Inner { revision, body, id, odata_type }) }
+        Resource { inner: Arc::new(Inner { revision, body, id, odata_type, parsed: OnceLock::new() }) }
     }
 
     /// The JSON: borrowed for a collection, parsed from the stored text for anything else (so
@@ -61,7 +65,21 @@ impl Resource {
     pub fn value(&self) -> Cow<'_, Value> {
         match &self.inner.body {
             Body::Parsed(parsed) => Cow::Borrowed(&parsed.0),
-            Body::Compact(json) => Cow::Owned(parse(json)),
+            Body::Compact(json) => match self.inner.parsed.get() {
+                Some(value) => Cow::Borrowed(value),
+                None => Cow::Owned(parse(json)),
+            },
+        }
+    }
+
+    /// The JSON for a write that is about to replace this resource: parsed once and kept with
+    /// it, so the checks, handlers and merge of one write share one parse. Reads use
+    /// [`Resource::value`], which keeps nothing (a resource a write was refused for keeps its
+    /// parsed form until its next write).
+    pub fn value_for_write(&self) -> &Value {
+        match &self.inner.body {
+            Body::Parsed(parsed) => &parsed.0,
+            Body::Compact(json) => self.inner.parsed.get_or_init(|| parse(json)),
         }
     }
 

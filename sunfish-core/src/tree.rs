@@ -366,7 +366,7 @@ impl ResourceTree {
         if_match: Option<u64>,
     ) -> Result<(Resource, Vec<Change>)> {
         let current = self.check_revision(path, if_match)?;
-        let mut value = current.value().into_owned();
+        let mut value = current.value_for_write().clone();
         merge_patch(&mut value, delta);
         let mut changes = Vec::new();
         let res = self.put(path.clone(), value, &mut changes);

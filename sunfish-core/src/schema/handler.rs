@@ -45,7 +45,7 @@ impl ObjectHandler for SchemaValidator {
             Operation::Patch | Operation::Replace => {
                 let current = core.get(&op.path).await?;
                 let Some(t) = current.odata_type() else { return Ok(()) };
-                self.schemas.validate(t, payload, op.operation, Some(&current.value()))
+                self.schemas.validate(t, payload, op.operation, Some(current.value_for_write()))
             }
             Operation::Get | Operation::Delete => Ok(()),
         }
